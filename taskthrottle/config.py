@@ -1,0 +1,168 @@
+"""``taskthrottle_*`` settings read from ``app.conf``, validated once and cached per app.
+
+Also holds the per-process Redis client of each app: created on first use, dropped after a
+fork (a connection must never be shared by two processes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import redis
+
+from .exceptions import ConfigurationError
+from .throttle import DEFAULT_PREFIX
+
+#: The Redis broker re-delivers an unacknowledged message after this long (kombu's default);
+#: a deferred task waits unacknowledged in a worker, so no countdown may come near it.
+REDIS_VISIBILITY_TIMEOUT = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated settings of one app (see the README's settings table)."""
+
+    redis_url: str
+    prefix: str
+    max_delay: float
+    max_inline_wait: float
+    backoff: float
+    backoff_max: float
+    socket_timeout: float
+
+
+_DEFAULTS: dict[str, Any] = {
+    "taskthrottle_prefix": DEFAULT_PREFIX,
+    "taskthrottle_max_delay": 300.0,
+    "taskthrottle_max_inline_wait": 0.25,
+    "taskthrottle_backoff": 1.0,
+    "taskthrottle_backoff_max": 60.0,
+    "taskthrottle_socket_timeout": 2.0,
+}
+
+_lock = threading.Lock()
+_settings: WeakKeyDictionary[Any, Settings] = WeakKeyDictionary()
+_clients: WeakKeyDictionary[Any, tuple[int, redis.Redis]] = WeakKeyDictionary()
+
+
+def _is_redis_url(url: object) -> bool:
+    return isinstance(url, str) and url.split("://", 1)[0] in ("redis", "rediss", "unix")
+
+
+def _seconds(conf: Any, name: str, *, minimum: float, allow_zero: bool = False) -> float:
+    value = conf.get(name, _DEFAULTS[name])
+    ok = (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        and (value >= minimum if allow_zero else value > minimum)
+    )
+    if not ok:
+        bound = f">= {minimum}" if allow_zero else f"> {minimum}"
+        raise ConfigurationError(
+            f"setting {name}: invalid value {value!r}: expected a number of seconds {bound}",
+            value=value, owner=name,
+        )
+    return float(value)
+
+
+def _visibility_timeout(app: Any) -> float | None:
+    """The broker's visibility timeout when the broker is Redis (None for other brokers)."""
+    broker = app.conf.broker_url or ""
+    if not _is_redis_url(broker) and not str(broker).startswith("sentinel://"):
+        return None
+    options = app.conf.broker_transport_options or {}
+    return float(options.get("visibility_timeout", REDIS_VISIBILITY_TIMEOUT))
+
+
+def load(app: Any) -> Settings:
+    """Read and validate the settings of ``app`` (cached until :func:`forget`)."""
+    cached = _settings.get(app)
+    if cached is not None:
+        return cached
+    conf = app.conf
+    url = conf.get("taskthrottle_redis_url")
+    if url is None:
+        url = conf.broker_url
+        if not _is_redis_url(url):
+            raise ConfigurationError(
+                "setting taskthrottle_redis_url is not set and the broker is not Redis "
+                f"({url!r}): set it to the redis:// URL of the throttle store",
+                value=url, owner="taskthrottle_redis_url",
+            )
+    elif not _is_redis_url(url):
+        raise ConfigurationError(
+            f"setting taskthrottle_redis_url: invalid value {url!r}: expected a redis://, "
+            "rediss:// or unix:// URL", value=url, owner="taskthrottle_redis_url",
+        )
+    prefix = conf.get("taskthrottle_prefix", DEFAULT_PREFIX)
+    if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+        raise ConfigurationError(
+            f"setting taskthrottle_prefix: invalid value {prefix!r}: expected a string "
+            "without '{' or '}'", value=prefix, owner="taskthrottle_prefix",
+        )
+    max_delay = _seconds(conf, "taskthrottle_max_delay", minimum=0)
+    visibility = _visibility_timeout(app)
+    if visibility is not None and max_delay >= visibility:
+        raise ConfigurationError(
+            f"setting taskthrottle_max_delay: {max_delay} s is not below the Redis broker's "
+            f"visibility_timeout ({visibility} s): a deferred task would be delivered twice",
+            value=max_delay, owner="taskthrottle_max_delay",
+        )
+    inline = _seconds(conf, "taskthrottle_max_inline_wait", minimum=0, allow_zero=True)
+    if inline > max_delay:
+        raise ConfigurationError(
+            f"setting taskthrottle_max_inline_wait: {inline} s exceeds taskthrottle_max_delay",
+            value=inline, owner="taskthrottle_max_inline_wait",
+        )
+    backoff = _seconds(conf, "taskthrottle_backoff", minimum=0)
+    settings = Settings(
+        redis_url=url,
+        prefix=prefix,
+        max_delay=max_delay,
+        max_inline_wait=inline,
+        backoff=min(backoff, max_delay),
+        backoff_max=min(_seconds(conf, "taskthrottle_backoff_max", minimum=0), max_delay),
+        socket_timeout=_seconds(conf, "taskthrottle_socket_timeout", minimum=0),
+    )
+    with _lock:
+        _settings[app] = settings
+    return settings
+
+
+def client(app: Any) -> redis.Redis:
+    """The Redis client of ``app`` for this process (a new one after a fork)."""
+    pid = os.getpid()
+    entry = _clients.get(app)
+    if entry is not None and entry[0] == pid:
+        return entry[1]
+    settings = load(app)
+    with _lock:
+        entry = _clients.get(app)
+        if entry is None or entry[0] != pid:
+            made = redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.socket_timeout,
+                socket_connect_timeout=settings.socket_timeout,
+                health_check_interval=30,
+            )
+            entry = (pid, made)
+            _clients[app] = entry
+    return entry[1]
+
+
+def forget(app: Any | None = None) -> None:
+    """Drop cached settings and clients (of one app, or all): after a fork or a config change.
+
+    Connections inherited across a fork are abandoned, not closed: closing would disturb the
+    parent, which still owns them.
+    """
+    with _lock:
+        for cache in (_settings, _clients):
+            if app is None:
+                cache.clear()
+            else:
+                cache.pop(app, None)

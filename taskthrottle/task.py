@@ -1,0 +1,181 @@
+"""``ThrottledTask``: how Celery is adapted to the admission contract in ``throttle.py``.
+
+``before_start`` asks the throttle; a denied task is re-published with a countdown (same id,
+arguments, links, chain, chord, headers; ``retries`` untouched) and the current delivery ends
+with ``Ignore``. Nothing else happens here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from . import config
+from .exceptions import BackendError, ConfigurationError
+from .signals import task_admitted, task_throttled
+from .throttle import Decision, Outcome, Throttle
+
+logger = logging.getLogger("taskthrottle")
+
+#: Message headers taskthrottle adds to a deferred task (plain integers, any serializer).
+HEADER_SLOT = "taskthrottle_slot"
+HEADER_DEFERRALS = "taskthrottle_deferrals"
+HEADER_FAILURES = "taskthrottle_failures"
+_OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES)
+
+_REASONS = {Outcome.RESERVED: "reserved", Outcome.GATED: "gated", Outcome.DENIED: "horizon"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Carried:
+    """What a deferred task carries in its headers from one delivery to the next."""
+
+    slot: int | None
+    deferrals: int
+    failures: int
+
+    @classmethod
+    def from_request(cls, request: Any) -> _Carried:
+        headers = request.headers or {}
+
+        def number(name: str) -> int:
+            value = headers.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        return cls(number(HEADER_SLOT) or None, number(HEADER_DEFERRALS), number(HEADER_FAILURES))
+
+
+class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type information
+    """A Celery task whose starts are admitted by a shared :class:`~taskthrottle.Throttle`.
+
+    Set ``throttle`` with the task options: a :class:`Throttle` (shared by every task that
+    names it) or a limit string such as ``"5/s"`` (a throttle of its own, named after the task).
+    ``None`` leaves the task unthrottled, so an app may use this class as its ``task_cls``.
+    """
+
+    throttle: ClassVar[Throttle | str | None] = None
+    #: Tokens one run takes from the throttle.
+    throttle_cost: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        owner = f"task {cls.__dict__.get('name') or cls.__qualname__!r}"
+        value = cls.__dict__.get("throttle")
+        if isinstance(value, str):
+            try:
+                cls.throttle = Throttle(cls.__dict__.get("name") or cls.__qualname__, value)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{owner}: {exc}", value=value, owner=owner) from exc
+        elif value is not None and not isinstance(value, Throttle):
+            raise ConfigurationError(
+                f"{owner}: throttle must be a Throttle or a limit string such as '10/s', "
+                f"not {value!r}", value=value, owner=owner,
+            )
+        throttle = cls.throttle
+        cost = cls.throttle_cost
+        if isinstance(throttle, Throttle) and (
+            isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= throttle.burst
+        ):
+            raise ConfigurationError(
+                f"{owner}: throttle_cost {cost!r} must be an integer from 1 to the burst of "
+                f"{throttle!r}", value=cost, owner=owner,
+            )
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        throttle = self.throttle
+        if not isinstance(throttle, Throttle):
+            return
+        request = self.request
+        if request.is_eager:
+            self._admit_eagerly(throttle)
+            return
+        carried = _Carried.from_request(request)
+        settings = config.load(self.app)
+        try:
+            decision = throttle.acquire(
+                self.throttle_cost,
+                redis=config.client(self.app),
+                prefix=settings.prefix,
+                reserve=True,
+                reservation=carried.slot,
+                max_delay=settings.max_delay,
+                max_inline_wait=settings.max_inline_wait,
+            )
+        except BackendError as exc:
+            # Never run unthrottled, never fail: come back later, keeping any reservation.
+            delay = min(settings.backoff_max, settings.backoff * 2 ** min(carried.failures, 30))
+            countdown = delay * random.uniform(0.5, 1.0)
+            logger.warning("%s[%s] throttle %r unavailable (%s); deferred %.2f s",
+                           self.name, task_id, throttle.name, exc, countdown)
+            self._defer(throttle, carried.slot, carried.failures + 1, carried, countdown,
+                        wait=None, reason="backend")
+        if decision.granted:
+            if decision.wait > 0:
+                time.sleep(decision.wait)
+            task_admitted.send(sender=self, task_id=task_id, throttle=throttle.name,
+                               deferrals=carried.deferrals, waited=decision.wait)
+            return
+        reason = _REASONS[decision.outcome]
+        if decision.outcome is Outcome.RESERVED and carried.slot is not None:
+            reason = "early"  # came back before its slot by the Redis clock: skewed clocks
+        self._defer(throttle, decision.slot, 0, carried, self._countdown(decision, settings),
+                    wait=decision.wait, reason=reason)
+
+    @staticmethod
+    def _countdown(decision: Decision, settings: config.Settings) -> float:
+        """Seconds until the next delivery: the script's wait, jittered where it is not a slot."""
+        if decision.outcome is Outcome.RESERVED:
+            countdown = decision.wait
+        elif decision.outcome is Outcome.GATED:
+            # Late arrivals were bunched; spread their retries so they don't bunch again.
+            countdown = decision.wait * random.uniform(1.0, 1.5)
+        else:  # DENIED: beyond max_delay, hop without reserving.
+            countdown = settings.max_delay * random.uniform(0.9, 1.0)
+        return min(max(countdown, 0.001), settings.max_delay)
+
+    def _defer(self, throttle: Throttle, slot: int | None, failures: int, carried: _Carried,
+               countdown: float, *, wait: float | None, reason: str) -> NoReturn:
+        """Re-publish this very task ``countdown`` seconds from now, then end this delivery."""
+        request = self.request
+        deferrals = carried.deferrals + 1
+        headers = {k: v for k, v in (request.headers or {}).items() if k not in _OUR_HEADERS}
+        headers[HEADER_DEFERRALS] = deferrals
+        if slot:
+            headers[HEADER_SLOT] = slot
+        if failures:
+            headers[HEADER_FAILURES] = failures
+        # signature_from_request keeps id, args, kwargs, routing, priority, expiry, time
+        # limits, links, chain, chord and group; ``retries`` is passed through unchanged.
+        self.signature_from_request(request, countdown=countdown, headers=headers).apply_async()
+        logger.info("%s[%s] throttled by %r (%s): deferred %.3f s (deferral %d)",
+                    self.name, request.id, throttle.name, reason, countdown, deferrals)
+        task_throttled.send(sender=self, task_id=request.id, throttle=throttle.name,
+                            reason=reason, countdown=countdown, wait=wait, slot=slot,
+                            deferrals=deferrals)
+        raise Ignore()
+
+    def _admit_eagerly(self, throttle: Throttle) -> None:
+        """Eager runs (``apply()``, ``task_always_eager``) wait in place for their token.
+
+        There is no broker to defer to, so the caller blocks until the shared throttle admits
+        it, holding a reservation; a Redis error propagates as ``BackendError``.
+        """
+        settings = config.load(self.app)
+        slot: int | None = None
+        while True:
+            decision = throttle.acquire(
+                self.throttle_cost, redis=config.client(self.app), prefix=settings.prefix,
+                reserve=True, reservation=slot, max_delay=settings.max_delay,
+                max_inline_wait=settings.max_inline_wait,
+            )
+            if decision.granted:
+                time.sleep(decision.wait)
+                return
+            slot = decision.slot
+            time.sleep(max(decision.wait, 0.001))

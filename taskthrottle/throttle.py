@@ -1,0 +1,176 @@
+"""What a limit is: a named :class:`Throttle`, and the :class:`Decision` it hands out.
+
+The admission contract, in full:
+
+* One decision is one atomic Lua script (``lua/acquire.lua``) on Redis, timed by Redis ``TIME``.
+* For a rate ``N/P`` with burst ``b``, the admissions that *start* in any window of length ``T``
+  number at most ``b + N·T/P`` on the Redis clock, however many callers share the throttle.
+* A caller that may wait can *reserve* the next free slot: it is told when, comes back then with
+  the reservation and starts without taking a second token. Slots further away than ``max_delay``
+  are not reserved (nothing is taken; the caller tries again later).
+* Redis errors surface as :class:`~taskthrottle.exceptions.BackendError`, wrapped here only.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import redis as _redis
+
+from . import _scripts
+from .exceptions import BackendError, ConfigurationError
+from .rate import Rate
+
+DEFAULT_PREFIX = "taskthrottle:"
+_NAME = re.compile(r"^[^\s{}\x00-\x1f\x7f]{1,200}$")
+
+
+class Outcome(enum.IntEnum):
+    """What a decision said; the values are the script's return codes."""
+
+    GRANTED = 1
+    """The token is taken: start after ``wait`` seconds (0 unless a short wait was allowed)."""
+    RESERVED = 2
+    """A slot ``wait`` seconds ahead is held for the caller: come back then with ``slot``."""
+    DENIED = 3
+    """Nothing was taken; try again after ``wait`` seconds."""
+    GATED = 4
+    """The reservation is kept, but starts are running behind: come back after ``wait``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one :meth:`Throttle.acquire`.
+
+    Attributes:
+        outcome: what the throttle decided.
+        wait: seconds until the caller may start (granted) or should come back (otherwise).
+        slot: the reservation held, in microseconds on the Redis clock, or ``None``.
+        now: the Redis clock at the decision, in microseconds.
+    """
+
+    outcome: Outcome
+    wait: float
+    slot: int | None
+    now: int
+
+    @property
+    def granted(self) -> bool:
+        return self.outcome is Outcome.GRANTED
+
+    @property
+    def reserved(self) -> bool:
+        return self.slot is not None and not self.granted
+
+
+def validate_name(name: object) -> str:
+    """Check a throttle name: 1–200 printable characters, no whitespace or braces."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigurationError(
+            f"invalid throttle name {name!r}: use 1-200 printable characters without "
+            "whitespace, '{' or '}'",
+            value=name, owner="throttle name",
+        )
+    return name
+
+
+class Throttle:
+    """A named limit shared by every caller that uses the same name and Redis.
+
+    Args:
+        name: the bucket's name; every worker using this name shares one bucket.
+        rate: a limit such as ``"10/s"``, ``"100/m"``, ``"5/30s"``, ``"1000/d"``, or ``"10"``
+            (per second, as in Celery).
+        burst: how many admissions may start back to back after an idle spell (default 1,
+            like Celery's own bucket).
+        redis: a client (or URL) to use when :meth:`acquire` is called without one.
+
+    Raises:
+        ConfigurationError: a bad name, rate or burst; the message names the throttle.
+    """
+
+    __slots__ = ("_client", "burst", "name", "rate")
+
+    def __init__(
+        self, name: str, rate: str | float | Rate, *, burst: int = 1,
+        redis: _redis.Redis | str | None = None,
+    ) -> None:
+        self.name = validate_name(name)
+        self.rate = Rate.parse(rate, owner=f"throttle {name!r}")
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigurationError(
+                f"throttle {name!r}: invalid burst {burst!r}: expected an integer >= 1",
+                value=burst, owner=f"throttle {name!r}",
+            )
+        self.burst = burst
+        self._client: Any = redis
+
+    def __repr__(self) -> str:
+        return f"Throttle({self.name!r}, {self.rate.text!r}, burst={self.burst})"
+
+    def key(self, prefix: str = DEFAULT_PREFIX) -> str:
+        """The Redis key of this throttle's state; the name is its hash tag (one cluster slot)."""
+        return f"{prefix}{{{self.name}}}"
+
+    def acquire(
+        self,
+        cost: int = 1,
+        *,
+        redis: _redis.Redis | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        reserve: bool = False,
+        reservation: int | None = None,
+        max_delay: float = 300.0,
+        max_inline_wait: float = 0.0,
+    ) -> Decision:
+        """Ask for ``cost`` tokens now, in one round trip.
+
+        Args:
+            cost: tokens to take (1 to ``burst``).
+            redis: the client to use; defaults to the one given to the constructor.
+            prefix: the namespace of the throttle's key.
+            reserve: when denied, hold the next free slot (if within ``max_delay``).
+            reservation: the ``slot`` of an earlier RESERVED decision being claimed.
+            max_delay: the furthest ahead, in seconds, a slot may be reserved.
+            max_inline_wait: a start at most this many seconds ahead is GRANTED with that
+                ``wait``; the caller is expected to sleep it out before starting.
+
+        Raises:
+            ConfigurationError: ``cost`` out of range, or no Redis client.
+            BackendError: Redis failed or could not be reached.
+        """
+        if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= self.burst:
+            raise ConfigurationError(
+                f"throttle {self.name!r}: cost {cost!r} must be an integer from 1 to the "
+                f"burst ({self.burst})", value=cost, owner=f"throttle {self.name!r}",
+            )
+        client = redis if redis is not None else self._default_client()
+        args = (
+            self.rate.interval_us, self.burst, cost, reservation or 0,
+            round(max_delay * 1_000_000) if reserve else -1, round(max_inline_wait * 1_000_000),
+        )
+        try:
+            code, wait, slot, now = _scripts.script(client, "acquire")(
+                keys=(self.key(prefix),), args=args, client=client
+            )
+        except redis_errors as exc:
+            raise BackendError(
+                f"throttle {self.name!r}: decision failed: {exc}", throttle=self.name
+            ) from exc
+        return Decision(Outcome(code), wait / 1_000_000, slot or None, now)
+
+    def _default_client(self) -> Any:
+        if self._client is None:
+            raise ConfigurationError(
+                f"throttle {self.name!r}: no Redis client: pass redis= to acquire() or to "
+                "Throttle()", owner=f"throttle {self.name!r}",
+            )
+        if isinstance(self._client, str):
+            self._client = _redis.Redis.from_url(self._client)
+        return self._client
+
+
+redis_errors = (_redis.RedisError, OSError)
