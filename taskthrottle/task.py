@@ -18,6 +18,7 @@ from celery.exceptions import Ignore
 
 from . import config
 from .exceptions import BackendError, ConfigurationError
+from .rate import Rate
 from .signals import task_admitted, task_throttled
 from .throttle import Decision, Outcome, Throttle
 
@@ -65,13 +66,11 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        owner = f"task {cls.__dict__.get('name') or cls.__qualname__!r}"
+        name = cls.__dict__.get("name") or cls.__qualname__
+        owner = f"task {name!r}"
         value = cls.__dict__.get("throttle")
         if isinstance(value, str):
-            try:
-                cls.throttle = Throttle(cls.__dict__.get("name") or cls.__qualname__, value)
-            except ConfigurationError as exc:
-                raise ConfigurationError(f"{owner}: {exc}", value=value, owner=owner) from exc
+            cls.throttle = Throttle(name, Rate.parse(value, owner=owner))
         elif value is not None and not isinstance(value, Throttle):
             raise ConfigurationError(
                 f"{owner}: throttle must be a Throttle or a limit string such as '10/s', "

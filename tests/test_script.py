@@ -1,0 +1,155 @@
+"""Contract tests of lua/acquire.lua through Throttle.acquire, against the real redis-server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from taskthrottle import BackendError, ConfigurationError, Outcome, Throttle
+from taskthrottle._procs import RedisServer
+
+
+def state(r: redis.Redis, throttle: Throttle) -> dict[bytes, bytes]:
+    return r.hgetall(throttle.key())  # type: ignore[return-value]
+
+
+def test_burst_then_denied_with_the_wait_to_the_next_token(r: redis.Redis) -> None:
+    hourly = Throttle("hourly", "1/h", burst=3)
+    outcomes = [hourly.acquire(redis=r).outcome for _ in range(3)]
+    denied = hourly.acquire(redis=r)
+    assert outcomes == [Outcome.GRANTED] * 3
+    assert denied.outcome == Outcome.DENIED
+    assert 3599.0 < denied.wait <= 3600.0
+    assert denied.slot is None
+
+
+def test_a_denied_decision_writes_nothing(r: redis.Redis) -> None:
+    hourly = Throttle("hourly", "1/h")
+    hourly.acquire(redis=r)
+    before = state(r, hourly)
+    for _ in range(5):
+        assert hourly.acquire(redis=r).outcome == Outcome.DENIED
+    assert before == state(r, hourly)
+
+
+def test_refill_after_the_interval(r: redis.Redis) -> None:
+    fast = Throttle("fast", "20/s")  # one token every 50 ms
+    first = fast.acquire(redis=r)
+    second = fast.acquire(redis=r)
+    assert (first.outcome, second.outcome) == (Outcome.GRANTED, Outcome.DENIED)
+    time.sleep(second.wait + 0.01)
+    assert fast.acquire(redis=r).outcome == Outcome.GRANTED
+
+
+def test_reservations_take_consecutive_slots(r: redis.Redis) -> None:
+    t = Throttle("slots", "10/s")
+    first = t.acquire(redis=r, reserve=True)
+    reserved = [t.acquire(redis=r, reserve=True) for _ in range(3)]
+    assert first.outcome == Outcome.GRANTED
+    assert [d.outcome for d in reserved] == [Outcome.RESERVED] * 3
+    assert [d.slot - first.now for d in reserved] == [100_000, 200_000, 300_000]  # type: ignore[operator]
+    for d in reserved:
+        assert d.wait == pytest.approx((d.slot - d.now) / 1e6)  # type: ignore[operator]
+
+
+def test_a_reservation_is_claimed_without_a_second_token(r: redis.Redis) -> None:
+    t = Throttle("claim", "10/s")
+    t.acquire(redis=r, reserve=True)
+    held = t.acquire(redis=r, reserve=True)
+    tat_before = state(r, t)[b"tat"]
+    early = t.acquire(redis=r, reservation=held.slot)
+    assert (Outcome.RESERVED, held.slot) == (early.outcome, early.slot)
+    time.sleep(held.wait + 0.005)
+    claimed = t.acquire(redis=r, reservation=held.slot)
+    assert claimed.outcome == Outcome.GRANTED
+    assert tat_before == state(r, t)[b"tat"]  # the schedule did not move: no second token
+
+
+def test_beyond_max_delay_nothing_is_reserved(r: redis.Redis) -> None:
+    t = Throttle("far", "1/m")
+    t.acquire(redis=r, reserve=True)
+    before = state(r, t)
+    far = t.acquire(redis=r, reserve=True, max_delay=10)
+    assert far.outcome == Outcome.DENIED
+    assert 59.0 < far.wait <= 60.0
+    assert before == state(r, t)
+
+
+def test_a_short_wait_is_granted_inline(r: redis.Redis) -> None:
+    t = Throttle("inline", "10/s")
+    t.acquire(redis=r)
+    d = t.acquire(redis=r, reserve=True, max_inline_wait=0.25)
+    assert d.outcome == Outcome.GRANTED
+    assert 0.09 < d.wait <= 0.1
+
+
+def test_late_reservations_do_not_start_bunched(r: redis.Redis) -> None:
+    """Three reservations claimed together after their slots passed (a stalled worker):
+    the start gate admits one and keeps the others' reservations."""
+    t = Throttle("gate", "10/s")
+    t.acquire(redis=r)
+    held = [t.acquire(redis=r, reserve=True) for _ in range(3)]
+    time.sleep(0.5)
+    claims = [t.acquire(redis=r, reservation=d.slot) for d in held]
+    assert [c.outcome for c in claims] == [Outcome.GRANTED, Outcome.GATED, Outcome.GATED]
+    assert [d.slot for d in held[1:]] == [c.slot for c in claims[1:]]
+    # both are told when the gate next opens; the gate itself is not reserved
+    assert 0.09 < claims[1].wait <= 0.1
+    assert 0.09 < claims[2].wait <= 0.1
+
+
+def test_every_write_expires_when_the_bucket_is_full_again(r: redis.Redis) -> None:
+    t = Throttle("ttl", "10/s", burst=2)
+    t.acquire(redis=r)
+    assert 0 < r.pttl(t.key()) <= 101
+    for _ in range(5):
+        t.acquire(redis=r, reserve=True)
+    # six tokens taken at 10/s: the bucket is full again 600 ms later, and not before
+    assert 590 < r.pttl(t.key()) <= 601
+    time.sleep(0.65)
+    assert r.exists(t.key()) == 0
+
+
+def test_the_key_is_under_the_prefix_with_the_name_as_hash_tag(r: redis.Redis) -> None:
+    t = Throttle("vendor-x", "10/s")
+    t.acquire(redis=r, prefix="myapp:tt:")
+    assert r.keys("*") == [b"myapp:tt:{vendor-x}"]
+
+
+def test_script_flush_is_invisible(r: redis.Redis) -> None:
+    t = Throttle("flush", "1/h", burst=2)
+    assert t.acquire(redis=r).granted
+    r.script_flush()
+    assert t.acquire(redis=r).granted
+    assert t.acquire(redis=r).outcome == Outcome.DENIED
+
+
+@pytest.mark.parametrize("cost", [0, 3, -1, 1.5, True])
+def test_cost_must_fit_the_burst(r: redis.Redis, cost: object) -> None:
+    with pytest.raises(ConfigurationError, match="cost"):
+        Throttle("c", "1/s", burst=2).acquire(cost, redis=r)  # type: ignore[arg-type]
+
+
+def test_cost_takes_that_many_tokens(r: redis.Redis) -> None:
+    t = Throttle("cost", "1/h", burst=5)
+    assert t.acquire(3, redis=r).granted
+    assert t.acquire(2, redis=r).granted
+    assert t.acquire(1, redis=r).outcome == Outcome.DENIED
+
+
+def test_no_client_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="no Redis client"):
+        Throttle("n", "1/s").acquire()
+
+
+def test_redis_down_is_a_backend_error() -> None:
+    with RedisServer() as down:
+        client = down.client(socket_timeout=0.5, socket_connect_timeout=0.5)
+        t = Throttle("down", "1/s", redis=client)
+        assert t.acquire().granted
+        down.stop()
+        with pytest.raises(BackendError) as caught:
+            t.acquire()
+    assert caught.value.throttle == "down"

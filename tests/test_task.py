@@ -1,0 +1,142 @@
+"""ThrottledTask in-process: definition-time errors, settings validation, eager mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from taskthrottle import ConfigurationError, Throttle, ThrottledTask, config
+
+
+def make_app(**conf: Any) -> Celery:
+    app = Celery("t", broker="memory://", set_as_current=False)
+    app.conf.update(conf)
+    return app
+
+
+def define(app: Celery, **opts: Any) -> Any:
+    """Define a throttled task now (``lazy=False``), as a module would at import."""
+
+    def body() -> int:
+        return 7
+
+    return app.task(base=ThrottledTask, lazy=False, shared=False, **opts)(body)
+
+
+BAD_RATES = ["", "abc", "10/x", "-1/s", "0/s", "10/0s"]
+
+
+@pytest.mark.parametrize("bad", BAD_RATES)
+def test_bad_limit_string_fails_when_the_task_is_defined(bad: str) -> None:
+    app = make_app()
+    app.finalize()  # a finalized app creates the task class at the decorator
+    with pytest.raises(ConfigurationError) as caught:
+        @app.task(base=ThrottledTask, throttle=bad, name="shop.sync_customer", shared=False)
+        def sync_customer(customer_id: int) -> None: ...
+    assert "task 'shop.sync_customer'" in str(caught.value)
+    assert repr(bad) in str(caught.value)
+
+
+def test_lazy_app_fails_at_finalize_naming_the_task() -> None:
+    app = make_app()
+
+    @app.task(base=ThrottledTask, throttle="10/x", name="shop.push", shared=False)
+    def push(order_id: int) -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"task 'shop.push'.*'10/x'"):
+        app.finalize()
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_bad_burst_fails_at_throttle_definition(bad: int) -> None:
+    with pytest.raises(ConfigurationError, match=r"throttle 'vendor-x': invalid burst"):
+        Throttle("vendor-x", "10/s", burst=bad)
+
+
+@pytest.mark.parametrize("bad", [42, object(), ["10/s"]])
+def test_throttle_of_the_wrong_type(bad: object) -> None:
+    app = make_app()
+    with pytest.raises(ConfigurationError, match="task 'x.y': throttle must be"):
+        define(app, throttle=bad, name="x.y")
+
+
+def test_cost_above_the_burst_fails_at_definition() -> None:
+    app = make_app()
+    vendor = Throttle("vendor-x", "10/s", burst=2)
+    with pytest.raises(ConfigurationError, match="throttle_cost 3"):
+        define(app, throttle=vendor, throttle_cost=3, name="x.batch")
+
+
+def test_a_string_makes_a_throttle_named_after_the_task() -> None:
+    app = make_app()
+    task = define(app, throttle="5/s", name="shop.sync")
+    assert isinstance(task.throttle, Throttle)
+    assert (task.throttle.name, task.throttle.rate.interval_us,
+                                         task.throttle.burst) == ("shop.sync", 200_000, 1)
+
+
+def test_tasks_share_one_throttle_object() -> None:
+    app = make_app()
+    vendor = Throttle("vendor-x", "10/s")
+    a = define(app, throttle=vendor, name="a")
+    b = define(app, throttle=vendor, name="b")
+    assert a.throttle is b.throttle is vendor
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"broker_url": "amqp://guest@localhost//"}, "taskthrottle_redis_url is not set"),
+        ({"taskthrottle_redis_url": "http://x"}, "expected a redis://"),
+        ({"taskthrottle_redis_url": "redis://h", "taskthrottle_max_delay": 0}, "max_delay"),
+        ({"taskthrottle_redis_url": "redis://h", "taskthrottle_max_delay": "5"}, "max_delay"),
+        ({"broker_url": "redis://h", "taskthrottle_max_delay": 3600}, "visibility_timeout"),
+        ({"broker_url": "redis://h", "broker_transport_options": {"visibility_timeout": 60},
+          "taskthrottle_max_delay": 90}, "visibility_timeout"),
+        ({"taskthrottle_redis_url": "redis://h", "taskthrottle_max_inline_wait": -1},
+         "max_inline_wait"),
+        ({"taskthrottle_redis_url": "redis://h", "taskthrottle_prefix": "{x}"}, "prefix"),
+    ],
+)
+def test_bad_settings(conf: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        config.load(make_app(**conf))
+
+
+def test_default_store_is_the_redis_broker() -> None:
+    settings = config.load(make_app(broker_url="redis://h:1/3"))
+    assert (
+        settings.redis_url, settings.prefix, settings.max_delay) == ("redis://h:1/3", "taskthrottle:", 300.0)
+
+
+def test_eager_mode_waits_for_its_token_without_recursing(r: redis.Redis,
+                                                          taskthrottle_url: str) -> None:
+    app = make_app(task_always_eager=True, taskthrottle_redis_url=taskthrottle_url)
+    vendor = Throttle("eager", "20/s")
+
+    @app.task(base=ThrottledTask, throttle=vendor, bind=True, lazy=False, shared=False)
+    def double(self: Any, x: int) -> tuple[int, int]:
+        return x * 2, self.request.retries
+
+    def redis_now() -> int:
+        seconds, micros = r.time()
+        return int(seconds) * 1_000_000 + int(micros)
+
+    before = redis_now()
+    results = [double.delay(i).get() for i in range(3)] + [double.apply((3,)).get()]
+    after = redis_now()
+    assert results == [(0, 0), (2, 0), (4, 0), (6, 0)]
+    # four tokens at 50 ms each went through the shared bucket, the calls waiting for them:
+    # the schedule ends four intervals after the first start, one after the last
+    tat = int(r.hget(vendor.key(), "tat"))  # type: ignore[arg-type]
+    assert tat - before >= 200_000
+    assert 0 < tat - after <= 50_000
+
+
+def test_unthrottled_when_no_throttle_is_set(taskthrottle_url: str) -> None:
+    app = make_app(task_always_eager=True, taskthrottle_redis_url=taskthrottle_url)
+    plain = define(app, name="plain")
+    assert plain.delay().get() == 7
