@@ -28,5 +28,5 @@ def test_eight_processes_share_exactly_the_burst(server: RedisServer, r: redis.R
     granted = [out.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(10)
-    assert sum(granted) == 100
-    assert [p.exitcode for p in procs] == [0] * 8
+    assert 100 == sum(granted)
+    assert [0] * 8 == [p.exitcode for p in procs]

@@ -25,7 +25,7 @@ from taskthrottle import ConfigurationError, Rate, Throttle
 )
 def test_grammar(text: object, count: float, period: float, interval_us: int) -> None:
     rate = Rate.parse(text)
-    assert (count, period, interval_us) == (rate.count, rate.period, rate.interval_us)
+    assert (rate.count, rate.period, rate.interval_us) == (count, period, interval_us)
 
 
 @pytest.mark.parametrize(

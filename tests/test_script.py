@@ -19,8 +19,8 @@ def test_burst_then_denied_with_the_wait_to_the_next_token(r: redis.Redis) -> No
     hourly = Throttle("hourly", "1/h", burst=3)
     outcomes = [hourly.acquire(redis=r).outcome for _ in range(3)]
     denied = hourly.acquire(redis=r)
-    assert outcomes == [Outcome.GRANTED] * 3
-    assert denied.outcome == Outcome.DENIED
+    assert [Outcome.GRANTED] * 3 == outcomes
+    assert Outcome.DENIED == denied.outcome
     assert 3599.0 < denied.wait <= 3600.0
     assert denied.slot is None
 
@@ -30,7 +30,7 @@ def test_a_denied_decision_writes_nothing(r: redis.Redis) -> None:
     hourly.acquire(redis=r)
     before = state(r, hourly)
     for _ in range(5):
-        assert hourly.acquire(redis=r).outcome == Outcome.DENIED
+        assert Outcome.DENIED == hourly.acquire(redis=r).outcome
     assert before == state(r, hourly)
 
 
@@ -40,16 +40,16 @@ def test_refill_after_the_interval(r: redis.Redis) -> None:
     second = fast.acquire(redis=r)
     assert (first.outcome, second.outcome) == (Outcome.GRANTED, Outcome.DENIED)
     time.sleep(second.wait + 0.01)
-    assert fast.acquire(redis=r).outcome == Outcome.GRANTED
+    assert Outcome.GRANTED == fast.acquire(redis=r).outcome
 
 
 def test_reservations_take_consecutive_slots(r: redis.Redis) -> None:
     t = Throttle("slots", "10/s")
     first = t.acquire(redis=r, reserve=True)
     reserved = [t.acquire(redis=r, reserve=True) for _ in range(3)]
-    assert first.outcome == Outcome.GRANTED
-    assert [d.outcome for d in reserved] == [Outcome.RESERVED] * 3
-    assert [d.slot - first.now for d in reserved] == [100_000, 200_000, 300_000]  # type: ignore[operator]
+    assert Outcome.GRANTED == first.outcome
+    assert [Outcome.RESERVED] * 3 == [d.outcome for d in reserved]
+    assert [100_000, 200_000, 300_000] == [d.slot - first.now for d in reserved]  # type: ignore[operator]
     for d in reserved:
         assert d.wait == pytest.approx((d.slot - d.now) / 1e6)  # type: ignore[operator]
 
@@ -63,7 +63,7 @@ def test_a_reservation_is_claimed_without_a_second_token(r: redis.Redis) -> None
     assert (Outcome.RESERVED, held.slot) == (early.outcome, early.slot)
     time.sleep(held.wait + 0.005)
     claimed = t.acquire(redis=r, reservation=held.slot)
-    assert claimed.outcome == Outcome.GRANTED
+    assert Outcome.GRANTED == claimed.outcome
     assert tat_before == state(r, t)[b"tat"]  # the schedule did not move: no second token
 
 
@@ -72,7 +72,7 @@ def test_beyond_max_delay_nothing_is_reserved(r: redis.Redis) -> None:
     t.acquire(redis=r, reserve=True)
     before = state(r, t)
     far = t.acquire(redis=r, reserve=True, max_delay=10)
-    assert far.outcome == Outcome.DENIED
+    assert Outcome.DENIED == far.outcome
     assert 59.0 < far.wait <= 60.0
     assert before == state(r, t)
 
@@ -81,7 +81,7 @@ def test_a_short_wait_is_granted_inline(r: redis.Redis) -> None:
     t = Throttle("inline", "10/s")
     t.acquire(redis=r)
     d = t.acquire(redis=r, reserve=True, max_inline_wait=0.25)
-    assert d.outcome == Outcome.GRANTED
+    assert Outcome.GRANTED == d.outcome
     assert 0.09 < d.wait <= 0.1
 
 
@@ -93,7 +93,7 @@ def test_late_reservations_do_not_start_bunched(r: redis.Redis) -> None:
     held = [t.acquire(redis=r, reserve=True) for _ in range(3)]
     time.sleep(0.5)
     claims = [t.acquire(redis=r, reservation=d.slot) for d in held]
-    assert [c.outcome for c in claims] == [Outcome.GRANTED, Outcome.GATED, Outcome.GATED]
+    assert [Outcome.GRANTED, Outcome.GATED, Outcome.GATED] == [c.outcome for c in claims]
     assert [d.slot for d in held[1:]] == [c.slot for c in claims[1:]]
     # both are told when the gate next opens; the gate itself is not reserved
     assert 0.09 < claims[1].wait <= 0.1
@@ -109,13 +109,13 @@ def test_every_write_expires_when_the_bucket_is_full_again(r: redis.Redis) -> No
     # six tokens taken at 10/s: the bucket is full again 600 ms later, and not before
     assert 590 < r.pttl(t.key()) <= 601
     time.sleep(0.65)
-    assert r.exists(t.key()) == 0
+    assert 0 == r.exists(t.key())
 
 
 def test_the_key_is_under_the_prefix_with_the_name_as_hash_tag(r: redis.Redis) -> None:
     t = Throttle("vendor-x", "10/s")
     t.acquire(redis=r, prefix="myapp:tt:")
-    assert r.keys("*") == [b"myapp:tt:{vendor-x}"]
+    assert [b"myapp:tt:{vendor-x}"] == r.keys("*")
 
 
 def test_script_flush_is_invisible(r: redis.Redis) -> None:
@@ -123,7 +123,7 @@ def test_script_flush_is_invisible(r: redis.Redis) -> None:
     assert t.acquire(redis=r).granted
     r.script_flush()
     assert t.acquire(redis=r).granted
-    assert t.acquire(redis=r).outcome == Outcome.DENIED
+    assert Outcome.DENIED == t.acquire(redis=r).outcome
 
 
 @pytest.mark.parametrize("cost", [0, 3, -1, 1.5, True])
@@ -136,7 +136,7 @@ def test_cost_takes_that_many_tokens(r: redis.Redis) -> None:
     t = Throttle("cost", "1/h", burst=5)
     assert t.acquire(3, redis=r).granted
     assert t.acquire(2, redis=r).granted
-    assert t.acquire(1, redis=r).outcome == Outcome.DENIED
+    assert Outcome.DENIED == t.acquire(1, redis=r).outcome
 
 
 def test_no_client_is_a_configuration_error() -> None:
@@ -152,4 +152,4 @@ def test_redis_down_is_a_backend_error() -> None:
         down.stop()
         with pytest.raises(BackendError) as caught:
             t.acquire()
-    assert caught.value.throttle == "down"
+    assert "down" == caught.value.throttle

@@ -59,7 +59,7 @@ def test_bad_burst_fails_at_throttle_definition(bad: int) -> None:
 @pytest.mark.parametrize("bad", [42, object(), ["10/s"]])
 def test_throttle_of_the_wrong_type(bad: object) -> None:
     app = make_app()
-    with pytest.raises(ConfigurationError, match="task 'x.y': throttle must be"):
+    with pytest.raises(ConfigurationError, match=r"task 'x\.y': throttle must be"):
         define(app, throttle=bad, name="x.y")
 
 
@@ -108,8 +108,8 @@ def test_bad_settings(conf: dict[str, Any], message: str) -> None:
 
 def test_default_store_is_the_redis_broker() -> None:
     settings = config.load(make_app(broker_url="redis://h:1/3"))
-    assert (
-        settings.redis_url, settings.prefix, settings.max_delay) == ("redis://h:1/3", "taskthrottle:", 300.0)
+    expected = ("redis://h:1/3", "taskthrottle:", 300.0)
+    assert expected == (settings.redis_url, settings.prefix, settings.max_delay)
 
 
 def test_eager_mode_waits_for_its_token_without_recursing(r: redis.Redis,
@@ -128,7 +128,7 @@ def test_eager_mode_waits_for_its_token_without_recursing(r: redis.Redis,
     before = redis_now()
     results = [double.delay(i).get() for i in range(3)] + [double.apply((3,)).get()]
     after = redis_now()
-    assert results == [(0, 0), (2, 0), (4, 0), (6, 0)]
+    assert [(0, 0), (2, 0), (4, 0), (6, 0)] == results
     # four tokens at 50 ms each went through the shared bucket, the calls waiting for them:
     # the schedule ends four intervals after the first start, one after the last
     tat = int(r.hget(vendor.key(), "tat"))  # type: ignore[arg-type]
@@ -139,4 +139,4 @@ def test_eager_mode_waits_for_its_token_without_recursing(r: redis.Redis,
 def test_unthrottled_when_no_throttle_is_set(taskthrottle_url: str) -> None:
     app = make_app(task_always_eager=True, taskthrottle_redis_url=taskthrottle_url)
     plain = define(app, name="plain")
-    assert plain.delay().get() == 7
+    assert 7 == plain.delay().get()
