@@ -1,0 +1,132 @@
+"""The Celery app the fleet tests run in real ``celery worker`` processes.
+
+Configured from the environment: ``FLEET_BROKER`` (broker and results), ``FLEET_STORE`` (the
+throttle store), ``FLEET_RECORD`` (where tasks record what they saw, timed by that Redis's
+``TIME``: the one clock of the test), ``FLEET_MAX_DELAY``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+from celery import Celery
+
+from taskthrottle import Throttle, ThrottledTask, task_throttled
+from taskthrottle.task import HEADER_DEFERRALS
+
+app = Celery("fleet", broker=os.environ.get("FLEET_BROKER", "memory://"))
+app.conf.update(
+    result_backend=os.environ.get("FLEET_BROKER"),
+    taskthrottle_redis_url=os.environ.get("FLEET_STORE"),
+    taskthrottle_max_delay=float(os.environ.get("FLEET_MAX_DELAY", "300")),
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    task_default_queue=os.environ.get("FLEET_QUEUE", "fleet"),
+)
+
+_record: redis.Redis | None = None
+
+
+def record() -> redis.Redis:
+    global _record
+    if _record is None:
+        _record = redis.Redis.from_url(os.environ["FLEET_RECORD"])
+    return _record
+
+
+def mark(bucket: str, task: Any, **extra: Any) -> dict[str, Any]:
+    """Record a start on the record Redis's clock; return what the task saw."""
+    seconds, micros = record().time()
+    seen = {
+        "id": task.request.id,
+        "at": seconds * 1_000_000 + micros,
+        "retries": task.request.retries,
+        "deferrals": (task.request.headers or {}).get(HEADER_DEFERRALS, 0),
+        "hostname": task.request.hostname,
+        **extra,
+    }
+    record().rpush(f"starts:{bucket}", repr(seen))
+    return seen
+
+
+main = Throttle("fleet-main", "10/s")
+shared = Throttle("fleet-shared", "5/s")
+slow = Throttle("fleet-slow", "5/s")
+hops = Throttle("fleet-hops", "1/5s")
+hops_too = Throttle("fleet-hops-too", "1/5s")
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=main, name="fleet.main")
+def main_task(self: Any, i: int) -> dict[str, Any]:
+    return mark("main", self, i=i)
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=shared, name="fleet.shared_a")
+def shared_a(self: Any, i: int) -> dict[str, Any]:
+    return mark("shared", self, i=i, kind="a")
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=shared, name="fleet.shared_b")
+def shared_b(self: Any, i: int) -> dict[str, Any]:
+    return mark("shared", self, i=i, kind="b")
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=slow, name="fleet.echo")
+def echo(self: Any, x: Any, *, tag: str = "") -> dict[str, Any]:
+    headers = {k: v for k, v in (self.request.headers or {}).items()
+               if not k.startswith("taskthrottle")}
+    mark("echo", self, x=x)
+    return {"x": x, "tag": tag, "id": self.request.id, "retries": self.request.retries,
+            "headers": headers,
+            "deferrals": (self.request.headers or {}).get(HEADER_DEFERRALS, 0)}
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=slow, name="fleet.add")
+def add(self: Any, x: int, y: int) -> int:
+    mark("add", self, x=x, y=y)
+    return x + y
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=slow, name="fleet.fail")
+def fail(self: Any) -> None:
+    mark("fail", self)
+    raise ValueError("boom")
+
+
+@app.task(name="fleet.collect")
+def collect(results: list[Any]) -> list[Any]:
+    record().rpush("calls:collect", repr(results))
+    return results
+
+
+@app.task(name="fleet.on_success")
+def on_success(result: Any) -> None:
+    record().rpush("calls:on_success", repr(result))
+
+
+@app.task(name="fleet.on_error")
+def on_error(request: Any, exc: Any, traceback: Any) -> None:
+    record().rpush("calls:on_error", repr((request.id, type(exc).__name__)))
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=hops, name="fleet.hop")
+def hop(self: Any) -> dict[str, Any]:
+    return mark("hop", self)
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=hops_too, name="fleet.hop_no_retries",
+          max_retries=0)
+def hop_no_retries(self: Any) -> dict[str, Any]:
+    return mark("hop", self)
+
+
+def _on_throttled(sender: Any = None, **info: Any) -> None:
+    record().rpush("throttled", repr({
+        "task": sender.name, "reason": info["reason"], "countdown": info["countdown"],
+        "wait": info["wait"], "max_delay": app.conf.taskthrottle_max_delay,
+    }))
+
+
+task_throttled.connect(_on_throttled, weak=False)

@@ -1,0 +1,105 @@
+"""A deferred task is the same task: id, arguments, headers, chain, chord, links, retries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import chain, chord
+from fleetlib import fleet, records, wait_for
+
+from taskthrottle._procs import RedisServer
+
+pytestmark = pytest.mark.fleet
+
+MAX_DELAY = 1.0  # small, so that a 5 s wait travels in hops
+
+
+@pytest.fixture(scope="module")
+def app(server: RedisServer) -> Iterator[Any]:
+    with fleet(server.url(1), server.url(0), server.url(2), count=2, concurrency=1,
+               max_delay=MAX_DELAY) as fleet_app:
+        yield fleet_app
+
+
+@pytest.fixture
+def rec(server: RedisServer, r: redis.Redis) -> redis.Redis:
+    client = server.client(2)
+    client.flushdb()
+    return client
+
+
+def backlog(app: Any, r: redis.Redis, slots: int = 2) -> None:
+    """Take the burst and reserve ``slots`` more, so the next tasks must be deferred."""
+    for _ in range(slots + 1):
+        app.slow.acquire(redis=r, reserve=True, max_delay=MAX_DELAY)
+
+
+def test_id_arguments_and_headers_survive(app: Any, r: redis.Redis, rec: redis.Redis) -> None:
+    backlog(app, r)
+    results = [app.echo.apply_async((i,), {"tag": f"t{i}"}, headers={"x-trace": f"trace-{i}"})
+               for i in range(3)]
+    values = [result.get(timeout=30) for result in results]
+    assert [0, 1, 2] == [v["x"] for v in values]
+    assert ["t0", "t1", "t2"] == [v["tag"] for v in values]
+    assert [result.id for result in results] == [v["id"] for v in values]
+    assert [{"x-trace": f"trace-{i}"} for i in range(3)] == [v["headers"] for v in values]
+    assert [0, 0, 0] == [v["retries"] for v in values]
+    assert all(v["deferrals"] >= 1 for v in values)
+
+
+def test_chain_runs_in_order_through_deferrals(app: Any, r: redis.Redis,
+                                               rec: redis.Redis) -> None:
+    backlog(app, r)
+    result = chain(app.add.s(1, 2), app.add.s(3), app.add.s(4)).apply_async()
+    assert 10 == result.get(timeout=30)
+    starts = records(rec, "starts:add")
+    assert [(1, 2), (3, 3), (6, 4)] == [(s["x"], s["y"]) for s in starts]
+    assert starts[0]["deferrals"] >= 1
+
+
+def test_chord_callback_runs_once_with_every_result(app: Any, r: redis.Redis,
+                                                    rec: redis.Redis) -> None:
+    backlog(app, r)
+    result = chord([app.add.s(i, i) for i in range(4)], app.collect.s()).apply_async()
+    assert [0, 2, 4, 6] == sorted(result.get(timeout=30))
+    starts = records(rec, "starts:add")
+    assert 4 == len(starts)
+    assert sum(s["deferrals"] for s in starts) >= 3
+    time.sleep(1.0)  # a second callback, were there one, would have come by now
+    assert 1 == len(records(rec, "calls:collect"))
+
+
+def test_link_and_link_error_fire_once(app: Any, r: redis.Redis, rec: redis.Redis) -> None:
+    backlog(app, r)
+    ok = app.add.apply_async((2, 3), link=app.on_success.s())
+    bad = app.fail.apply_async(link_error=app.on_error.s())
+    assert 5 == ok.get(timeout=30)
+    with pytest.raises(ValueError, match="boom"):
+        bad.get(timeout=30)
+    wait_for(lambda: rec.llen("calls:on_success") and rec.llen("calls:on_error"), 10,
+             "the link and the errback")
+    time.sleep(1.0)
+    assert [5] == records(rec, "calls:on_success")
+    assert [(bad.id, "ValueError")] == records(rec, "calls:on_error")
+    assert 1 == len(records(rec, "starts:fail"))  # our deferral is not the task's failure
+
+
+def test_many_deferrals_leave_retries_alone(app: Any, r: redis.Redis, rec: redis.Redis) -> None:
+    app.hops.acquire(redis=r)  # take the token: the next one is 5 s away, past max_delay
+    app.hops_too.acquire(redis=r)
+    plain = app.hop.delay()
+    strict = app.hop_no_retries.delay()  # max_retries=0: deferrals must not count as retries
+    values = [plain.get(timeout=30), strict.get(timeout=30)]
+    assert [0, 0] == [v["retries"] for v in values]
+    assert all(v["deferrals"] >= 5 for v in values)
+    hops = [t for t in records(rec, "throttled") if t["task"].startswith("fleet.hop")]
+    horizon = [t for t in hops if t["reason"] == "horizon"]
+    assert len(horizon) >= 8  # at least four hops each
+    for t in horizon:
+        assert 0.9 * MAX_DELAY <= t["countdown"] <= MAX_DELAY < t["wait"]
+    for t in hops:
+        assert 0 < t["countdown"] <= MAX_DELAY

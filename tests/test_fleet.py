@@ -1,0 +1,78 @@
+"""Several real ``celery worker`` processes on one throttle: the bound holds on one clock."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from fleetlib import fleet, records
+
+from taskthrottle._procs import RedisServer
+from taskthrottle.testing import max_in_window
+
+pytestmark = pytest.mark.fleet
+
+SECOND = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def app(server: RedisServer) -> Iterator[Any]:
+    server.client(1).flushdb()
+    with fleet(server.url(1), server.url(0), server.url(2), count=3, concurrency=2) as fleet_app:
+        yield fleet_app
+
+
+@pytest.fixture
+def rec(server: RedisServer, r: redis.Redis) -> redis.Redis:
+    """The record db, emptied; ``r`` (the throttle store) is flushed too."""
+    client = server.client(2)
+    client.flushdb()
+    return client
+
+
+def test_three_workers_start_at_most_11_in_any_second(app: Any, rec: redis.Redis,
+                                                      r: redis.Redis) -> None:
+    results = [app.main_task.delay(i) for i in range(60)]
+    values = [result.get(timeout=60) for result in results]
+    starts = records(rec, "starts:main")
+    ids = Counter(s["id"] for s in starts)
+
+    assert 60 == len(values)
+    assert 60 == len(ids)  # every task started...
+    assert [1] * 60 == list(ids.values())  # ...exactly once
+    assert {result.id for result in results} == set(ids)
+    assert max_in_window([s["at"] for s in starts], SECOND) <= 11  # burst 1 + 10/s × 1 s
+    assert 3 == len({s["hostname"] for s in starts})  # the load really was spread
+    assert {0} == {s["retries"] for s in starts}
+    # under a backlog each task is deferred about once: it reserved its slot
+    assert sum(s["deferrals"] for s in starts) <= 66
+
+    # every countdown is the script's wait (a reservation) or a jittered retry, within bounds
+    throttled = [t for t in records(rec, "throttled") if t["task"] == "fleet.main"]
+    assert throttled
+    for t in throttled:
+        assert 0 < t["countdown"] <= t["max_delay"]
+        if t["reason"] == "reserved":
+            assert t["wait"] == t["countdown"]
+        else:
+            assert t["reason"] in {"gated", "early"}
+            assert t["wait"] <= t["countdown"] <= 1.5 * t["wait"]
+
+    # nothing the throttle wrote is left without an expiry
+    keys = list(r.scan_iter("*"))
+    assert keys
+    assert all(r.pttl(key) > 0 for key in keys)
+
+
+def test_two_task_types_share_one_bound(app: Any, rec: redis.Redis) -> None:
+    results = [(app.shared_a if i % 2 else app.shared_b).delay(i) for i in range(30)]
+    for result in results:
+        result.get(timeout=60)
+    starts = records(rec, "starts:shared")
+    assert 30 == len({s["id"] for s in starts}) == len(starts)
+    assert {"a", "b"} == {s["kind"] for s in starts}
+    assert max_in_window([s["at"] for s in starts], SECOND) <= 6  # burst 1 + 5/s × 1 s
+    assert max_in_window([s["at"] for s in starts], 2 * SECOND) <= 11
