@@ -19,8 +19,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--workers", default=3, show_default=True, type=click.IntRange(1, 32),
-              help="celery worker processes, each with its own hostname")
+@click.option("--workers", default=3, show_default=True, type=click.IntRange(0, 32),
+              help="celery worker processes to start, each with its own hostname; 0: use "
+                   "workers already consuming the 'taskthrottle-demo' queue")
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64),
               help="pool processes per worker (prefork)")
 @click.option("--tasks", default=60, show_default=True, type=click.IntRange(1, 100_000),
@@ -32,8 +33,10 @@ def main() -> None:
 @click.option("--compare", is_flag=True,
               help="also run the job with Celery's rate_limit and with no throttle")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--vendor-bind", default="127.0.0.1:0", show_default=True,
+              help="HOST:PORT for the vendor API (a fixed port for --workers 0)")
 def demo(workers: int, concurrency: int, tasks: int, rate: str, burst: int,
-         redis_url: str | None, compare: bool, as_json: bool) -> None:
+         redis_url: str | None, compare: bool, as_json: bool, vendor_bind: str) -> None:
     """Run M tasks against a vendor API that answers 429 past its limit, on K real workers."""
     from .demo.runner import MODES, Options, failed, redis_for, render, run_mode, stderr_progress
 
@@ -41,8 +44,15 @@ def demo(workers: int, concurrency: int, tasks: int, rate: str, burst: int,
         Rate.parse(rate, owner="--rate")
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--rate") from exc
+    host, _, port = vendor_bind.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, not {vendor_bind!r}",
+                                 param_hint="--vendor-bind")
+    if workers == 0 and not redis_url:
+        raise click.BadParameter("--workers 0 needs the workers' --redis-url",
+                                 param_hint="--workers")
     options = Options(workers=workers, concurrency=concurrency, tasks=tasks, rate=rate,
-                      burst=burst, redis_url=redis_url)
+                      burst=burst, redis_url=redis_url, vendor_bind=(host, int(port)))
     progress = stderr_progress(True)
     modes = MODES if compare else MODES[:1]
     with redis_for(options) as (broker, store):

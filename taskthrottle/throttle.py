@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis as _redis
 
@@ -41,8 +40,7 @@ class Outcome(enum.IntEnum):
     """The reservation is kept, but starts are running behind: come back after ``wait``."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer to one :meth:`Throttle.acquire`.
 
     Attributes:
@@ -92,7 +90,7 @@ class Throttle:
         ConfigurationError: a bad name, rate or burst; the message names the throttle.
     """
 
-    __slots__ = ("_client", "burst", "name", "rate")
+    __slots__ = ("_args", "_client", "_keys", "_script", "burst", "name", "rate")
 
     def __init__(
         self, name: str, rate: str | float | Rate, *, burst: int = 1,
@@ -107,13 +105,19 @@ class Throttle:
             )
         self.burst = burst
         self._client: Any = redis
+        self._keys: dict[str, str] = {}
+        self._args: dict[tuple[int, bool, float, float], tuple[bytes, ...]] = {}
+        self._script: tuple[Any, Any] = (None, None)  # (client, its Script): the last one used
 
     def __repr__(self) -> str:
         return f"Throttle({self.name!r}, {self.rate.text!r}, burst={self.burst})"
 
     def key(self, prefix: str = DEFAULT_PREFIX) -> str:
         """The Redis key of this throttle's state; the name is its hash tag (one cluster slot)."""
-        return f"{prefix}{{{self.name}}}"
+        key = self._keys.get(prefix)
+        if key is None:
+            key = self._keys[prefix] = f"{prefix}{{{self.name}}}"
+        return key
 
     def acquire(
         self,
@@ -148,19 +152,29 @@ class Throttle:
                 f"burst ({self.burst})", value=cost, owner=f"throttle {self.name!r}",
             )
         client = redis if redis is not None else self._default_client()
-        args = (
-            self.rate.interval_us, self.burst, cost, reservation or 0,
-            round(max_delay * 1_000_000) if reserve else -1, round(max_inline_wait * 1_000_000),
-        )
-        try:
-            code, wait, slot, now = _scripts.script(client, "acquire")(
-                keys=(self.key(prefix),), args=args, client=client
+        args = self._args.get((cost, reserve, max_delay, max_inline_wait))
+        if args is None:
+            args = self._args[(cost, reserve, max_delay, max_inline_wait)] = tuple(
+                str(arg).encode() for arg in (
+                    self.rate.interval_us, self.burst, cost, 0,
+                    round(max_delay * 1_000_000) if reserve else -1,
+                    round(max_inline_wait * 1_000_000),
+                )
             )
+        if reservation:
+            args = (*args[:3], str(reservation).encode(), *args[4:])
+        bound, script = self._script
+        if bound is not client:
+            script = _scripts.script(client, "acquire")
+            self._script = (client, script)
+        try:
+            reply = script(keys=(self.key(prefix),), args=args, client=client)
         except redis_errors as exc:
             raise BackendError(
                 f"throttle {self.name!r}: decision failed: {exc}", throttle=self.name
             ) from exc
-        return Decision(Outcome(code), wait / 1_000_000, slot or None, now)
+        code, wait, slot, now = reply.split()
+        return Decision(_OUTCOMES[int(code)], int(wait) / 1_000_000, int(slot) or None, int(now))
 
     def _default_client(self) -> Any:
         if self._client is None:
@@ -174,3 +188,4 @@ class Throttle:
 
 
 redis_errors = (_redis.RedisError, OSError)
+_OUTCOMES: dict[int, Outcome] = {outcome.value: outcome for outcome in Outcome}

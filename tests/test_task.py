@@ -131,7 +131,7 @@ def test_eager_mode_waits_for_its_token_without_recursing(r: redis.Redis,
     assert [(0, 0), (2, 0), (4, 0), (6, 0)] == results
     # four tokens at 50 ms each went through the shared bucket, the calls waiting for them:
     # the schedule ends four intervals after the first start, one after the last
-    tat = int(r.hget(vendor.key(), "tat"))  # type: ignore[arg-type]
+    tat = int(r.get(vendor.key()).split()[0])  # type: ignore[union-attr]
     assert tat - before >= 200_000
     assert 0 < tat - after <= 50_000
 

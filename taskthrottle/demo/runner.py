@@ -18,6 +18,8 @@ from taskthrottle.demo.vendor import Vendor
 from taskthrottle.rate import Rate
 
 MODES = ("taskthrottle", "celery_rate_limit", "unthrottled")
+#: The queue that already-running workers (``--workers 0``, e.g. docker-compose) consume.
+SHARED_QUEUE = "taskthrottle-demo"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Options:
     burst: int = 1
     redis_url: str | None = None
     timeout: float | None = None
+    vendor_bind: tuple[str, int] = ("127.0.0.1", 0)
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,10 @@ def run_mode(
     """Run the job once with one kind of throttling and measure it at the vendor."""
     rate = Rate.parse(options.rate, owner="--rate")
     vendor = Vendor.for_rate(rate.count, rate.period, options.burst)
-    vendor_url = vendor.serve()
+    vendor_url = vendor.serve(*options.vendor_bind)
     run_id = uuid.uuid4().hex[:8]
-    queue = f"taskthrottle-demo-{run_id}"
+    external = options.workers == 0  # workers already running elsewhere (docker-compose)
+    queue = SHARED_QUEUE if external else f"taskthrottle-demo-{run_id}"
     env = {
         "TASKTHROTTLE_DEMO_BROKER": broker,
         "TASKTHROTTLE_DEMO_STORE": store,
@@ -85,9 +89,15 @@ def run_mode(
                         concurrency=options.concurrency, env=env, queues=[queue],
                         name=f"{mode}-")
     try:
-        progress(f"{mode}: starting {options.workers} workers x {options.concurrency}")
-        with fleet:
-            fleet.wait_ready(producer)
+        if external:
+            progress(f"{mode}: using the workers that consume {queue!r}")
+        else:
+            progress(f"{mode}: starting {options.workers} workers x {options.concurrency}")
+        with contextlib.nullcontext() if external else fleet:
+            if external:
+                _wait_for_any_worker(producer)
+            else:
+                fleet.wait_ready(producer)
             started = time.monotonic()
             results = [producer.send_task(f"demo.{mode}", queue=queue)
                        for _ in range(options.tasks)]
@@ -132,6 +142,13 @@ def run_mode(
         deferrals_per_task=round(deferrals / max(1, done), 3),
         seconds=round(seconds, 2),
     )
+
+
+def _wait_for_any_worker(app: Celery, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not app.control.ping(timeout=1.0):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no worker answered within {timeout} s")
 
 
 def _producer_app(broker: str) -> Celery:

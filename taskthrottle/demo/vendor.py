@@ -75,8 +75,8 @@ class Vendor:
         }
 
     # -- HTTP -------------------------------------------------------------------------------
-    def serve(self, port: int = 0) -> str:
-        """Serve on 127.0.0.1 in a background thread; return the base URL."""
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve in a background thread (loopback by default); return the base URL."""
         vendor = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -103,10 +103,10 @@ class Vendor:
             def log_message(self, *_: Any) -> None:  # quiet
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{host}:{self._server.server_address[1]}"
 
     def close(self) -> None:
         if self._server is not None:
