@@ -30,6 +30,9 @@ HEADER_DEFERRALS = "taskthrottle_deferrals"
 HEADER_FAILURES = "taskthrottle_failures"
 _OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES)
 
+#: Countdown (before jitter) of a task that a worker with invalid settings hands back.
+_MISCONFIGURED_DELAY = 60.0
+
 _REASONS = {Outcome.RESERVED: "reserved", Outcome.GATED: "gated", Outcome.DENIED: "horizon"}
 
 
@@ -95,7 +98,15 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             self._admit_eagerly(throttle)
             return
         carried = _Carried.from_request(request)
-        settings = config.load(self.app)
+        try:
+            settings = config.load(self.app)
+        except ConfigurationError as exc:
+            # A worker with bad settings must not drop work: hand it back to the fleet.
+            countdown = _MISCONFIGURED_DELAY * random.uniform(0.5, 1.0)
+            logger.error("%s[%s] not admitted: %s; deferred %.0f s", self.name, task_id, exc,
+                         countdown)
+            self._defer(throttle, carried.slot, carried.failures, carried, countdown,
+                        wait=None, reason="misconfigured")
         try:
             decision = throttle.acquire(
                 self.throttle_cost,

@@ -3,6 +3,7 @@ unthrottled, and all of them run exactly once after it comes back."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
 
@@ -64,3 +65,22 @@ def test_no_redis_at_all_defers_without_losing(server: RedisServer) -> None:
             dead.stop()
     assert 4 == len(values)
     assert 4 == len({s["id"] for s in records(rec, "starts:main")})
+
+
+def test_a_misconfigured_worker_hands_tasks_back(server: RedisServer) -> None:
+    """Bad settings (max_delay above the broker's visibility timeout) fail no task: the
+    worker says so at start-up and defers what it receives."""
+    rec = server.client(2)
+    rec.flushdb()
+    with fleet(server.url(1), server.url(0), server.url(2), count=1, concurrency=1,
+               max_delay=4000) as app:
+        result = app.main_task.delay(1)
+        wait_for(lambda: rec.llen("throttled") >= 1, 30, "the deferral")
+        assert "PENDING" == result.state
+        log = app.workers.logs()
+        del result  # it never finishes: stop listening for it while the backend is up
+        gc.collect()
+    assert [("fleet.main", "misconfigured")] == [
+        (t["task"], t["reason"]) for t in records(rec, "throttled")]
+    assert 0 == rec.llen("starts:main")
+    assert "taskthrottle: setting taskthrottle_max_delay: 4000.0 s is not below" in log
