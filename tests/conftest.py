@@ -30,6 +30,15 @@ def r(taskthrottle_redis: redis.Redis) -> redis.Redis:
     return taskthrottle_redis
 
 
+@pytest.fixture
+def rec(server: RedisServer, r: redis.Redis) -> redis.Redis:
+    """db 2, where fleet tasks record what they saw (timed by its TIME), emptied; ``r``, the
+    throttle store, is flushed too."""
+    client = server.client(2)
+    client.flushdb()
+    return client
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> Iterator[None]:
     yield

@@ -25,12 +25,6 @@ def app(server: RedisServer) -> Iterator[Any]:
         yield fleet_app
 
 
-@pytest.fixture
-def rec(server: RedisServer, r: redis.Redis) -> redis.Redis:
-    client = server.client(2)
-    client.flushdb()
-    return client
-
 
 def backlog(app: Any, r: redis.Redis, slots: int = 2) -> None:
     """Take the burst and reserve ``slots`` more, so the next tasks must be deferred."""

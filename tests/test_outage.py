@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 import pytest
+import redis
 from fleetlib import fleet, records, wait_for
 
 from taskthrottle._procs import RedisServer
@@ -16,9 +17,7 @@ from taskthrottle.testing import max_in_window
 pytestmark = pytest.mark.fleet
 
 
-def test_store_stopped_mid_run(server: RedisServer) -> None:
-    rec = server.client(2)
-    rec.flushdb()
+def test_store_stopped_mid_run(server: RedisServer, rec: redis.Redis) -> None:
     with RedisServer() as store, fleet(server.url(1), store.url(0), server.url(2), count=2,
                                        concurrency=2) as app:
         results = [app.main_task.delay(i) for i in range(30)]
@@ -47,10 +46,8 @@ def test_store_stopped_mid_run(server: RedisServer) -> None:
     assert max_in_window([s["at"] for s in starts], 1_000_000) <= 12
 
 
-def test_no_redis_at_all_defers_without_losing(server: RedisServer) -> None:
+def test_no_redis_at_all_defers_without_losing(server: RedisServer, rec: redis.Redis) -> None:
     """A store that never answers: tasks stay deferred (none fail, none run)."""
-    rec = server.client(2)
-    rec.flushdb()
     dead = RedisServer()  # never started: connection refused
     with fleet(server.url(1), dead.url(0), server.url(2), count=1, concurrency=2) as app:
         results = [app.main_task.delay(i) for i in range(4)]
@@ -67,11 +64,9 @@ def test_no_redis_at_all_defers_without_losing(server: RedisServer) -> None:
     assert 4 == len({s["id"] for s in records(rec, "starts:main")})
 
 
-def test_a_misconfigured_worker_hands_tasks_back(server: RedisServer) -> None:
+def test_a_misconfigured_worker_hands_tasks_back(server: RedisServer, rec: redis.Redis) -> None:
     """Bad settings (max_delay above the broker's visibility timeout) fail no task: the
     worker says so at start-up and defers what it receives."""
-    rec = server.client(2)
-    rec.flushdb()
     with fleet(server.url(1), server.url(0), server.url(2), count=1, concurrency=1,
                max_delay=4000) as app:
         result = app.main_task.delay(1)
