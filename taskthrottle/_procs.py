@@ -138,6 +138,7 @@ class WorkerFleet:
         self.pool = pool
         self.cwd = cwd
         self.hostnames = [f"{name}{i + 1}@localhost" for i in range(count)]
+        self._own_log_dir = log_dir is None
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="taskthrottle-workers-")
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -207,3 +208,5 @@ class WorkerFleet:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)

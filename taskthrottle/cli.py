@@ -32,7 +32,8 @@ def main() -> None:
               help="use this Redis (broker, results and throttle) instead of an embedded one")
 @click.option("--compare", is_flag=True,
               help="also run the job with Celery's rate_limit and with no throttle")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--json", "as_json", is_flag=True,
+              help="print one JSON object (with --compare: keyed by mode)")
 @click.option("--vendor-bind", default="127.0.0.1:0", show_default=True,
               help="HOST:PORT for the vendor API (a fixed port for --workers 0)")
 def demo(workers: int, concurrency: int, tasks: int, rate: str, burst: int,
@@ -41,9 +42,9 @@ def demo(workers: int, concurrency: int, tasks: int, rate: str, burst: int,
     from .demo.runner import MODES, Options, failed, redis_for, render, run_mode, stderr_progress
 
     try:
-        Rate.parse(rate, owner="--rate")
+        Rate.parse(rate, owner="rate")
     except ConfigurationError as exc:
-        raise click.BadParameter(str(exc), param_hint="--rate") from exc
+        raise click.BadParameter(str(exc).removeprefix("rate: "), param_hint="--rate") from exc
     host, _, port = vendor_bind.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter(f"expected HOST:PORT, not {vendor_bind!r}",

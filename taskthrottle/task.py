@@ -20,7 +20,7 @@ from . import config
 from .exceptions import BackendError, ConfigurationError
 from .rate import Rate
 from .signals import task_admitted, task_throttled
-from .throttle import Decision, Outcome, Throttle
+from .throttle import Outcome, Throttle
 
 logger = logging.getLogger("taskthrottle")
 
@@ -33,7 +33,6 @@ _OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES)
 #: Countdown (before jitter) of a task that a worker with invalid settings hands back.
 _MISCONFIGURED_DELAY = 60.0
 
-_REASONS = {Outcome.RESERVED: "reserved", Outcome.GATED: "gated", Outcome.DENIED: "horizon"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,23 +130,17 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             task_admitted.send(sender=self, task_id=task_id, throttle=throttle.name,
                                deferrals=carried.deferrals, waited=decision.wait)
             return
-        reason = _REASONS[decision.outcome]
-        if decision.outcome is Outcome.RESERVED and carried.slot is not None:
-            reason = "early"  # came back before its slot by the Redis clock: skewed clocks
-        self._defer(throttle, decision.slot, 0, carried, self._countdown(decision, settings),
-                    wait=decision.wait, reason=reason)
-
-    @staticmethod
-    def _countdown(decision: Decision, settings: config.Settings) -> float:
-        """Seconds until the next delivery: the script's wait, jittered where it is not a slot."""
-        if decision.outcome is Outcome.RESERVED:
-            countdown = decision.wait
-        elif decision.outcome is Outcome.GATED:
-            # Late arrivals were bunched; spread their retries so they don't bunch again.
-            countdown = decision.wait * random.uniform(1.0, 1.5)
-        else:  # DENIED: beyond max_delay, hop without reserving.
+        if decision.outcome is Outcome.DENIED:
+            # Beyond max_delay: hop without reserving; jitter so a crowd does not return at once.
             countdown = settings.max_delay * random.uniform(0.9, 1.0)
-        return min(max(countdown, 0.001), settings.max_delay)
+            reason = "horizon"
+        else:
+            countdown = max(decision.wait, 0.001)
+            reason = ("reserved" if carried.slot is None
+                      else "early" if decision.slot == carried.slot  # skewed clocks
+                      else "gated")  # arrived too late to start without holding others back
+        self._defer(throttle, decision.slot, 0, carried, min(countdown, settings.max_delay),
+                    wait=decision.wait, reason=reason)
 
     def _defer(self, throttle: Throttle, slot: int | None, failures: int, carried: _Carried,
                countdown: float, *, wait: float | None, reason: str) -> NoReturn:
@@ -173,19 +166,9 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
     def _admit_eagerly(self, throttle: Throttle) -> None:
         """Eager runs (``apply()``, ``task_always_eager``) wait in place for their token.
 
-        There is no broker to defer to, so the caller blocks until the shared throttle admits
-        it, holding a reservation; a Redis error propagates as ``BackendError``.
+        There is no broker to defer to, so the caller blocks (:meth:`Throttle.wait`) until the
+        shared throttle admits it; a Redis error propagates as ``BackendError``.
         """
         settings = config.load(self.app)
-        slot: int | None = None
-        while True:
-            decision = throttle.acquire(
-                self.throttle_cost, redis=config.client(self.app), prefix=settings.prefix,
-                reserve=True, reservation=slot, max_delay=settings.max_delay,
-                max_inline_wait=settings.max_inline_wait,
-            )
-            if decision.granted:
-                time.sleep(decision.wait)
-                return
-            slot = decision.slot
-            time.sleep(max(decision.wait, 0.001))
+        throttle.wait(self.throttle_cost, redis=config.client(self.app), prefix=settings.prefix,
+                      max_delay=settings.max_delay, max_inline_wait=settings.max_inline_wait)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from typing import Any, NamedTuple
 
 import redis as _redis
@@ -35,9 +36,7 @@ class Outcome(enum.IntEnum):
     RESERVED = 2
     """A slot ``wait`` seconds ahead is held for the caller: come back then with ``slot``."""
     DENIED = 3
-    """Nothing was taken; try again after ``wait`` seconds."""
-    GATED = 4
-    """The reservation is kept, but starts are running behind: come back after ``wait``."""
+    """Nothing is held (a claimed slot is given up); try again after ``wait`` seconds."""
 
 
 class Decision(NamedTuple):
@@ -175,6 +174,35 @@ class Throttle:
             ) from exc
         code, wait, slot, now = reply.split()
         return Decision(_OUTCOMES[int(code)], int(wait) / 1_000_000, int(slot) or None, int(now))
+
+    def wait(
+        self,
+        cost: int = 1,
+        *,
+        redis: _redis.Redis | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        max_delay: float = 300.0,
+        max_inline_wait: float = 0.25,
+    ) -> float:
+        """Block until ``cost`` tokens are granted, holding a reservation while asleep.
+
+        Returns:
+            the seconds waited, on the Redis clock.
+
+        Raises:
+            ConfigurationError, BackendError: as :meth:`acquire`.
+        """
+        slot: int | None = None
+        first: int | None = None
+        while True:
+            decision = self.acquire(cost, redis=redis, prefix=prefix, reserve=True,
+                                    reservation=slot, max_delay=max_delay,
+                                    max_inline_wait=max_inline_wait)
+            first = decision.now if first is None else first
+            time.sleep(decision.wait)
+            if decision.granted:
+                return (decision.now - first) / 1_000_000 + decision.wait
+            slot = decision.slot
 
     def _default_client(self) -> Any:
         if self._client is None:

@@ -88,18 +88,42 @@ def test_a_short_wait_is_granted_inline(r: redis.Redis) -> None:
 
 
 def test_late_reservations_do_not_start_bunched(r: redis.Redis) -> None:
-    """Three reservations claimed together after their slots passed (a stalled worker):
-    the start gate admits one and keeps the others' reservations."""
+    """Three reservations claimed together after their slots passed (a stalled worker): the
+    start gate admits one; the others are bumped to fresh slots, one interval apart."""
     t = Throttle("gate", "10/s")
     t.acquire(redis=r)
     held = [t.acquire(redis=r, reserve=True) for _ in range(3)]
     time.sleep(0.5)
-    claims = [t.acquire(redis=r, reservation=d.slot) for d in held]
-    assert [Outcome.GRANTED, Outcome.GATED, Outcome.GATED] == [c.outcome for c in claims]
-    assert [d.slot for d in held[1:]] == [c.slot for c in claims[1:]]
-    # both are told when the gate next opens; the gate itself is not reserved
-    assert 0.09 < claims[1].wait <= 0.1
-    assert 0.09 < claims[2].wait <= 0.1
+    claims = [t.acquire(redis=r, reserve=True, reservation=d.slot) for d in held]
+    assert [Outcome.GRANTED, Outcome.RESERVED, Outcome.RESERVED] == [c.outcome for c in claims]
+    first = claims[0].now
+    assert [first + 100_000, first + 200_000] == [c.slot for c in claims[1:]]
+
+
+def test_a_late_claim_that_holds_nobody_back_starts(r: redis.Redis) -> None:
+    """A busy pool delivers a reserved task late; with no one due after it, it just starts."""
+    t = Throttle("late", "10/s")
+    t.acquire(redis=r)
+    held = t.acquire(redis=r, reserve=True)
+    time.sleep(held.wait + 0.3)
+    assert Outcome.GRANTED == t.acquire(redis=r, reservation=held.slot).outcome
+
+
+def test_a_bumped_claim_beyond_max_delay_gives_its_slot_up(r: redis.Redis) -> None:
+    t = Throttle("bump", "1/m", burst=1)
+    first = t.acquire(redis=r, reserve=True)
+    assert first.granted
+    # a slot from the past, claimed while the gate is a minute ahead
+    bumped = t.acquire(redis=r, reserve=True, reservation=first.now - 1_000_000, max_delay=10)
+    assert (Outcome.DENIED, None) == (bumped.outcome, bumped.slot)
+    assert 59.0 < bumped.wait <= 60.0
+
+
+def test_wait_blocks_until_granted_through_the_shared_bucket(r: redis.Redis) -> None:
+    t = Throttle("blocking", "20/s")
+    waited = [t.wait(redis=r) for _ in range(4)]
+    assert 0.0 == waited[0]
+    assert 0.14 < sum(waited) < 1.0  # 3 intervals of 50 ms, on the Redis clock
 
 
 def test_every_write_expires_when_the_bucket_is_full_again(r: redis.Redis) -> None:

@@ -108,6 +108,7 @@ def run_mode(
                 for result in results:
                     if result.id not in values and result.ready():
                         values[result.id] = result.get(propagate=False)
+                        result.forget()  # leave no result keys behind in the user's Redis
                 stats = vendor.stats()
                 progress(f"{mode}: {len(values)}/{options.tasks} done, "
                          f"{stats['calls']} vendor calls, {stats['status_429']} answered 429")

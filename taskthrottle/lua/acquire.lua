@@ -3,9 +3,12 @@
 -- Algorithm: GCRA (the virtual-scheduling form of a token bucket) kept twice in one key:
 --   tat  the schedule: the theoretical arrival time after every grant *and reservation*.
 --        A denied caller reserves the next free slot here, so a backlog is deferred once.
---   sat  the start gate: the same GCRA over admissions that actually start. Reserved tasks
---        may arrive late and bunched (a stalled worker, a broker hiccup); the gate keeps the
---        starts themselves within burst + rate, whatever the schedule promised.
+--   sat  the start gate: the same GCRA over admissions that actually start. It is what keeps
+--        the bound on *starts*: a reserved task may arrive late (a busy pool, a stalled
+--        worker) and would otherwise start bunched with the tasks after it.
+-- A start may be moved by up to `inline` (the caller sleeps it out). A claim the gate would
+-- hold back longer is bumped: it takes a fresh slot behind the gate and the schedule, so the
+-- one late task pays, not every task after it (no cascade, no polling).
 -- A value in the past is the same as no value (a full bucket), so the key may expire at
 -- max(tat, sat): it lives exactly as long as the bucket needs to refill.
 --
@@ -14,17 +17,17 @@
 -- ARGV[2]  burst     tokens the bucket holds
 -- ARGV[3]  cost      tokens this decision takes (1 <= cost <= burst)
 -- ARGV[4]  slot      microseconds: the reservation the caller holds; 0 for a fresh request
--- ARGV[5]  horizon   microseconds: a slot further ahead than this is not reserved; < 0: never reserve
--- ARGV[6]  inline    microseconds: a start at most this far ahead is GRANTED (caller sleeps it out)
+-- ARGV[5]  horizon   microseconds: a slot further ahead than this is not reserved; < 0: never
+-- ARGV[6]  inline    microseconds: a start at most this far ahead is GRANTED (caller sleeps)
 --
 -- Returns the string "<code> <wait> <slot> <now>", integers (microseconds; one bulk reply is
 -- cheaper to carry and parse than an array of four):
 --   1 GRANTED   the start is recorded; begin after `wait` (0 <= wait <= inline)
---   2 RESERVED  `slot` is held on the schedule; come back after `wait` with it
---   3 DENIED    nothing taken; try again after `wait`
---   4 GATED     `slot` is kept but the start gate is behind; come back after `wait`
+--   2 RESERVED  `slot` is held; come back after `wait` with it (the same slot as the caller's
+--               if it came early; a new one if it was bumped)
+--   3 DENIED    nothing is held (a claimed slot is given up); try again after `wait`
 -- Clock: redis.call('TIME') only; never the caller's.
--- Cost: one TIME, one GET and at most one SET ... PX per decision (the hot path is 3 calls).
+-- Cost: one TIME, one GET and at most one SET ... PX per decision.
 
 local key = KEYS[1]
 local interval = tonumber(ARGV[1])
@@ -46,37 +49,35 @@ end
 -- How far ahead of a token's theoretical arrival a conforming admission may come.
 local tolerance = (burst - cost) * interval
 local increment = cost * interval
--- new_tat, new_sat: what to store (nil: nothing changes)
-local new_tat, new_sat, code, wait
 
-if slot == 0 then
-  local earliest = math.max(now, tat - tolerance)
-  if earliest - now > inline and (horizon < 0 or earliest - now > horizon) then
-    return string.format('3 %d 0 %d', earliest - now, now)
+local function reply(code, wait, at, new_tat, new_sat)
+  if new_tat then
+    redis.call('SET', key, string.format('%d %d', new_tat, new_sat),
+               'PX', math.ceil((math.max(new_tat, new_sat) - now) / 1000) + 1)
   end
-  new_tat = math.max(tat, earliest) + increment
-  slot = earliest
-  if earliest - now > inline then
-    new_sat, code, wait = sat, 2, earliest - now
-  end
-elseif slot - now > inline then
-  -- Arrived early by the Redis clock (skewed worker clocks): keep the reservation.
-  return string.format('2 %d %d %d', slot - now, slot, now)
+  return string.format('%d %d %d %d', code, wait, at, now)
 end
 
-if code == nil then
+if slot ~= 0 then
+  if slot - now > inline then
+    -- Early by the Redis clock (skewed worker clocks): keep the reservation, nothing changes.
+    return reply(2, slot - now, slot)
+  end
   local start = math.max(now, slot, sat - tolerance)
-  if start - now > inline then
-    code, wait = 4, start - now
-    if new_tat then new_sat = sat end
-  else
-    code, wait = 1, start - now
-    new_tat, new_sat = new_tat or tat, math.max(sat, start) + increment
+  if start - now <= inline then
+    return reply(1, start - now, slot, tat, math.max(sat, start) + increment)
   end
+  -- Bumped: starting this late claim would hold back every start after it.
 end
 
-if new_tat then
-  redis.call('SET', key, string.format('%d %d', new_tat, new_sat),
-             'PX', math.ceil((math.max(new_tat, new_sat) - now) / 1000) + 1)
+-- A fresh slot: the earliest time both the schedule and the start gate allow.
+local earliest = math.max(now, tat - tolerance, sat - tolerance)
+local wait = earliest - now
+if wait <= inline then
+  return reply(1, wait, earliest, math.max(tat, earliest) + increment,
+               math.max(sat, earliest) + increment)
 end
-return string.format('%d %d %d %d', code, wait, slot, now)
+if horizon < 0 or wait > horizon then
+  return reply(3, wait, 0)
+end
+return reply(2, wait, earliest, math.max(tat, earliest) + increment, sat)
