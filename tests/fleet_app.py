@@ -78,9 +78,12 @@ def echo(self: Any, x: Any, *, tag: str = "") -> dict[str, Any]:
     headers = {k: v for k, v in (self.request.headers or {}).items()
                if not k.startswith("taskthrottle")}
     mark("echo", self, x=x)
+    delivery = self.request.delivery_info or {}
     return {"x": x, "tag": tag, "id": self.request.id, "retries": self.request.retries,
             "headers": headers,
-            "deferrals": (self.request.headers or {}).get(HEADER_DEFERRALS, 0)}
+            "deferrals": (self.request.headers or {}).get(HEADER_DEFERRALS, 0),
+            "expires": self.request.expires, "timelimit": list(self.request.timelimit or ()),
+            "routing_key": delivery.get("routing_key"), "priority": delivery.get("priority")}
 
 
 @app.task(bind=True, base=ThrottledTask, throttle=slow, name="fleet.add")

@@ -19,8 +19,10 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 @contextmanager
 def fleet(broker: str, store: str, record: str, *, count: int, concurrency: int,
-          max_delay: float = 300.0, pool: str = "prefork") -> Iterator[Any]:
-    """Start ``count`` workers of ``fleet_app`` on a queue of their own; yield the app."""
+          max_delay: float = 300.0, pool: str = "prefork",
+          extra_queues: int = 0) -> Iterator[Any]:
+    """Start ``count`` workers of ``fleet_app`` on a queue of their own (and ``extra_queues``
+    more, named ``app.queues``); yield the app."""
     queue = f"fleet-{uuid.uuid4().hex[:8]}"
     env = {"FLEET_BROKER": broker, "FLEET_STORE": store, "FLEET_RECORD": record,
            "FLEET_MAX_DELAY": str(max_delay), "FLEET_QUEUE": queue,
@@ -33,8 +35,10 @@ def fleet(broker: str, store: str, record: str, *, count: int, concurrency: int,
     fleet_app.app.conf.broker_url = broker
     fleet_app.app.conf.taskthrottle_redis_url = store
     fleet_app._record = None
+    queues = [queue] + [f"{queue}-{i + 1}" for i in range(extra_queues)]
+    fleet_app.queues = queues  # type: ignore[attr-defined]
     workers = WorkerFleet("fleet_app", count=count, concurrency=concurrency, env=env,
-                          queues=[queue], pool=pool, cwd=TESTS)
+                          queues=queues, pool=pool, cwd=TESTS)
     with workers:
         workers.wait_ready(fleet_app.app)
         fleet_app.workers = workers  # type: ignore[attr-defined]

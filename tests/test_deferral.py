@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ MAX_DELAY = 1.0  # small, so that a 5 s wait travels in hops
 @pytest.fixture(scope="module")
 def app(server: RedisServer) -> Iterator[Any]:
     with fleet(server.url(1), server.url(0), server.url(2), count=2, concurrency=1,
-               max_delay=MAX_DELAY) as fleet_app:
+               max_delay=MAX_DELAY, extra_queues=1) as fleet_app:
         yield fleet_app
 
 
@@ -43,6 +44,29 @@ def test_id_arguments_and_headers_survive(app: Any, r: redis.Redis, rec: redis.R
     assert [{"x-trace": f"trace-{i}"} for i in range(3)] == [v["headers"] for v in values]
     assert [0, 0, 0] == [v["retries"] for v in values]
     assert all(v["deferrals"] >= 1 for v in values)
+
+
+def test_routing_priority_expiry_and_time_limits_survive(app: Any, r: redis.Redis,
+                                                         rec: redis.Redis) -> None:
+    backlog(app, r)
+    other = app.queues[1]  # not the default queue: a lost route would land on the default
+    expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=2)
+    results = [app.echo.apply_async((i,), queue=other, priority=3, expires=expires,
+                                    time_limit=30, soft_time_limit=20) for i in range(3)]
+    values = [result.get(timeout=30) for result in results]
+    assert all(v["deferrals"] >= 1 for v in values[1:])
+    assert [other] * 3 == [v["routing_key"] for v in values]
+    assert [3] * 3 == [v["priority"] for v in values]
+    assert [[30, 20]] * 3 == [v["timelimit"] for v in values]
+    assert [expires] * 3 == [datetime.fromisoformat(v["expires"]) for v in values]
+
+
+def test_an_expired_deferred_task_is_revoked_not_run(app: Any, r: redis.Redis,
+                                                     rec: redis.Redis) -> None:
+    backlog(app, r, slots=4)  # the next slot is ~1 s away
+    result = app.echo.apply_async(("late",), expires=0.5)
+    wait_for(lambda: result.state == "REVOKED", 30, "the expired task to be revoked")
+    assert [] == [s for s in records(rec, "starts:echo") if s["x"] == "late"]
 
 
 def test_chain_runs_in_order_through_deferrals(app: Any, r: redis.Redis,
