@@ -152,7 +152,14 @@ class Throttle:
             )
         client = redis if redis is not None else self._default_client()
         args = self._args.get((cost, reserve, max_delay, max_inline_wait))
-        if args is None:
+        if args is None:  # first call with these options: check them once, then encode them
+            for label, seconds in (("max_delay", max_delay), ("max_inline_wait", max_inline_wait)):
+                if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+                        or not 0 <= seconds < 10**9:
+                    raise ConfigurationError(
+                        f"throttle {self.name!r}: {label} {seconds!r} must be a number of "
+                        "seconds >= 0", value=seconds, owner=f"throttle {self.name!r}",
+                    )
             args = self._args[(cost, reserve, max_delay, max_inline_wait)] = tuple(
                 str(arg).encode() for arg in (
                     self.rate.interval_us, self.burst, cost, 0,

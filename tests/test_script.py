@@ -165,6 +165,13 @@ def test_cost_takes_that_many_tokens(r: redis.Redis) -> None:
     assert Outcome.DENIED == t.acquire(1, redis=r).outcome
 
 
+@pytest.mark.parametrize(("option", "value"), [("max_delay", -1), ("max_delay", float("nan")),
+                                               ("max_inline_wait", "1"), ("max_delay", True)])
+def test_bad_acquire_options(r: redis.Redis, option: str, value: object) -> None:
+    with pytest.raises(ConfigurationError, match=option):
+        Throttle("o", "1/s").acquire(redis=r, **{option: value})  # type: ignore[arg-type]
+
+
 def test_no_client_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="no Redis client"):
         Throttle("n", "1/s").acquire()
