@@ -36,6 +36,7 @@ local cost = tonumber(ARGV[3])
 local slot = tonumber(ARGV[4])
 local horizon = tonumber(ARGV[5])
 local inline = tonumber(ARGV[6])
+local max = math.max
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -50,34 +51,35 @@ end
 local tolerance = (burst - cost) * interval
 local increment = cost * interval
 
-local function reply(code, wait, at, new_tat, new_sat)
-  if new_tat then
-    redis.call('SET', key, string.format('%d %d', new_tat, new_sat),
-               'PX', math.ceil((math.max(new_tat, new_sat) - now) / 1000) + 1)
-  end
-  return string.format('%d %d %d %d', code, wait, at, now)
-end
+-- The answer, and what to store (new_tat == nil: nothing changes).
+local code, wait, at, new_tat, new_sat
 
 if slot ~= 0 then
+  local start = max(now, slot, sat - tolerance)
   if slot - now > inline then
     -- Early by the Redis clock (skewed worker clocks): keep the reservation, nothing changes.
-    return reply(2, slot - now, slot)
+    code, wait, at = 2, slot - now, slot
+  elseif start - now <= inline then
+    code, wait, at, new_tat, new_sat = 1, start - now, slot, tat, max(sat, start) + increment
   end
-  local start = math.max(now, slot, sat - tolerance)
-  if start - now <= inline then
-    return reply(1, start - now, slot, tat, math.max(sat, start) + increment)
-  end
-  -- Bumped: starting this late claim would hold back every start after it.
+  -- else bumped: starting this late claim would hold back every start after it.
 end
 
--- A fresh slot: the earliest time both the schedule and the start gate allow.
-local earliest = math.max(now, tat - tolerance, sat - tolerance)
-local wait = earliest - now
-if wait <= inline then
-  return reply(1, wait, earliest, math.max(tat, earliest) + increment,
-               math.max(sat, earliest) + increment)
+if code == nil then
+  -- A fresh slot: the earliest time both the schedule and the start gate allow.
+  at = max(now, tat - tolerance, sat - tolerance)
+  wait = at - now
+  if wait <= inline then
+    code, new_tat, new_sat = 1, max(tat, at) + increment, max(sat, at) + increment
+  elseif horizon < 0 or wait > horizon then
+    code, at = 3, 0
+  else
+    code, new_tat, new_sat = 2, max(tat, at) + increment, sat
+  end
 end
-if horizon < 0 or wait > horizon then
-  return reply(3, wait, 0)
+
+if new_tat then
+  redis.call('SET', key, string.format('%d %d', new_tat, new_sat),
+             'PX', math.ceil((max(new_tat, new_sat) - now) / 1000) + 1)
 end
-return reply(2, wait, earliest, math.max(tat, earliest) + increment, sat)
+return string.format('%d %d %d %d', code, wait, at, now)
