@@ -14,6 +14,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import redis
+import redis.connection
 
 from .exceptions import ConfigurationError
 from .throttle import DEFAULT_PREFIX
@@ -54,6 +55,15 @@ def _is_redis_url(url: object) -> bool:
     return isinstance(url, str) and url.split("://", 1)[0] in ("redis", "rediss", "unix")
 
 
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def _seconds(conf: Any, name: str, *, minimum: float, allow_zero: bool = False) -> float:
     value = conf.get(name, _DEFAULTS[name])
     ok = (
@@ -75,7 +85,14 @@ def _visibility_timeout(app: Any) -> float | None:
     if not _is_redis_url(broker) and not str(broker).startswith("sentinel://"):
         return None
     options = app.conf.broker_transport_options or {}
-    return float(options.get("visibility_timeout", REDIS_VISIBILITY_TIMEOUT))
+    value = options.get("visibility_timeout", REDIS_VISIBILITY_TIMEOUT)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"setting broker_transport_options: visibility_timeout {value!r} is not a number",
+            value=value, owner="broker_transport_options",
+        ) from None
 
 
 def load(app: Any) -> Settings:
@@ -95,9 +112,16 @@ def load(app: Any) -> Settings:
             )
     elif not _is_redis_url(url):
         raise ConfigurationError(
-            f"setting taskthrottle_redis_url: invalid value {url!r}: expected a redis://, "
+            f"setting taskthrottle_redis_url: invalid value {_redact(url)!r}: expected a redis://, "
             "rediss:// or unix:// URL", value=url, owner="taskthrottle_redis_url",
         )
+    try:
+        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"setting taskthrottle_redis_url: invalid value {_redact(url)!r}: {exc}",
+            value=url, owner="taskthrottle_redis_url",
+        ) from None
     prefix = conf.get("taskthrottle_prefix", DEFAULT_PREFIX)
     if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
         raise ConfigurationError(

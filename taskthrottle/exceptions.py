@@ -20,6 +20,10 @@ class ConfigurationError(TaskThrottleError, ValueError):
         self.value = value
         self.owner = owner
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only attributes survive pickling (Celery pickles errors of eager runs).
+        return _rebuild, (type(self), str(self), {"value": self.value, "owner": self.owner})
+
 
 class BackendError(TaskThrottleError):
     """Redis could not be reached or answered with an error during a decision.
@@ -31,3 +35,10 @@ class BackendError(TaskThrottleError):
     def __init__(self, message: str, *, throttle: str) -> None:
         super().__init__(message)
         self.throttle = throttle
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), str(self), {"throttle": self.throttle})
+
+
+def _rebuild(cls: type[TaskThrottleError], message: str, attrs: dict[str, object]) -> Exception:
+    return cls(message, **attrs)

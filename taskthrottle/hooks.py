@@ -39,6 +39,22 @@ def _check_settings_at_start(sender: Any = None, **_: Any) -> None:
     except ConfigurationError as exc:
         logger.error("taskthrottle: %s; throttled tasks (%s) will be handed back, not run, "
                      "until this is fixed", exc, ", ".join(sorted(throttled)))
+        return
+    _warn_if_store_evicts(config.client(app))
+
+
+def _warn_if_store_evicts(client: Any) -> None:
+    """A bucket evicted under memory pressure is a full bucket: the limit silently lapses."""
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "noeviction")
+        maxmemory = int(client.config_get("maxmemory").get("maxmemory", 0))
+    except Exception:  # CONFIG may be disabled, or Redis down: then there is nothing to say
+        return
+    if maxmemory and policy != "noeviction":
+        logger.warning(
+            "taskthrottle: the throttle store evicts keys under memory pressure "
+            "(maxmemory-policy %s); an evicted bucket lets a burst through. Use a store with "
+            "maxmemory-policy noeviction.", policy)
 
 
 worker_process_init.connect(_fresh_connections_after_fork, weak=False)

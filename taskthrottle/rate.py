@@ -14,7 +14,7 @@ _UNITS: dict[str, float] = {
     "h": 3600.0, "hour": 3600.0, "hours": 3600.0,
     "d": 86400.0, "day": 86400.0, "days": 86400.0,
 }
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _GRAMMAR = re.compile(
     rf"^\s*(?P<count>{_NUMBER})\s*(?:/\s*(?P<mult>{_NUMBER})?\s*(?P<unit>[a-z]+))?\s*$",
     re.IGNORECASE,
@@ -71,9 +71,10 @@ class Rate:
                 owner=owner,
             )
         rate = cls(count=count, period=period, text=text.strip())
-        if rate.interval_us < 1 or rate.interval_us > 2**52 // 4:
+        if period * 1_000_000 / count < 1 or rate.interval_us > 2**48:
             raise ConfigurationError(
-                f"{owner}: invalid rate {text!r}: outside what a microsecond clock can pace",
+                f"{owner}: invalid rate {text!r}: outside what a microsecond clock can pace "
+                "(at most 1,000,000/s, at least one per 8 years)",
                 value=value, owner=owner,
             )
         return rate

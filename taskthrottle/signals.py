@@ -9,8 +9,8 @@ from __future__ import annotations
 from celery.utils.dispatch import Signal
 
 #: A task was deferred. Sent with ``sender`` (the task), ``task_id``, ``throttle`` (its name),
-#: ``reason`` (``"reserved"``, ``"early"``, ``"gated"``, ``"horizon"``, ``"backend"`` or
-#: ``"misconfigured"``),
+#: ``reason`` (``"reserved"``, ``"early"``, ``"gated"``, ``"horizon"``, ``"backend"``,
+#: ``"misconfigured"`` or ``"stalled"``),
 #: ``countdown`` (seconds until it is delivered again), ``wait`` (what the script said, or
 #: ``None`` when Redis failed), ``slot`` (the reservation it carries, Redis µs, or ``None``) and
 #: ``deferrals`` (how often this task has now been deferred).

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore
 
@@ -20,7 +21,7 @@ from . import config
 from .exceptions import BackendError, ConfigurationError
 from .rate import Rate
 from .signals import task_admitted, task_throttled
-from .throttle import Outcome, Throttle
+from .throttle import Decision, Outcome, Throttle
 
 logger = logging.getLogger("taskthrottle")
 
@@ -32,6 +33,8 @@ _OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES)
 
 #: Countdown (before jitter) of a task that a worker with invalid settings hands back.
 _MISCONFIGURED_DELAY = 60.0
+#: Claims in one delivery before a repeatedly stalling process hands the task back.
+_MAX_RECLAIMS = 3
 
 
 
@@ -92,11 +95,10 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         throttle = self.throttle
         if not isinstance(throttle, Throttle):
             return
-        request = self.request
-        if request.is_eager:
+        if self.request.is_eager:
             self._admit_eagerly(throttle)
             return
-        carried = _Carried.from_request(request)
+        carried = _Carried.from_request(self.request)
         try:
             settings = config.load(self.app)
         except ConfigurationError as exc:
@@ -106,41 +108,76 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                          countdown)
             self._defer(throttle, carried.slot, carried.failures, carried, countdown,
                         wait=None, reason="misconfigured")
-        try:
-            decision = throttle.acquire(
-                self.throttle_cost,
-                redis=config.client(self.app),
-                prefix=settings.prefix,
-                reserve=True,
-                reservation=carried.slot,
-                max_delay=settings.max_delay,
-                max_inline_wait=settings.max_inline_wait,
-            )
-        except BackendError as exc:
-            # Never run unthrottled, never fail: come back later, keeping any reservation.
-            delay = min(settings.backoff_max, settings.backoff * 2 ** min(carried.failures, 30))
-            countdown = delay * random.uniform(0.5, 1.0)
-            logger.warning("%s[%s] throttle %r unavailable (%s); deferred %.2f s",
-                           self.name, task_id, throttle.name, exc, countdown)
-            self._defer(throttle, carried.slot, carried.failures + 1, carried, countdown,
-                        wait=None, reason="backend")
-        if decision.granted:
+        # A stall between the decision and the start (a frozen or starved process) would make
+        # this start later than the start gate recorded, bunched with the starts after it.
+        # Measured on this process's monotonic clock, such a start is claimed again.
+        tolerance = min(max(throttle.rate.interval_us / 2_000_000, 0.005), 0.05)
+        reservation = carried.slot
+        for _ in range(_MAX_RECLAIMS):
+            asked = time.monotonic()
+            decision = self._decide(throttle, reservation, carried, settings)
+            if not decision.granted:
+                break
             if decision.wait > 0:
                 time.sleep(decision.wait)
-            task_admitted.send(sender=self, task_id=task_id, throttle=throttle.name,
-                               deferrals=carried.deferrals, waited=decision.wait)
-            return
+            stalled = time.monotonic() - asked - decision.wait
+            if stalled <= tolerance:
+                task_admitted.send(sender=self, task_id=task_id, throttle=throttle.name,
+                                   deferrals=carried.deferrals, waited=decision.wait)
+                return
+            logger.info("%s[%s] stalled %.3f s after its admission: claiming again",
+                        self.name, task_id, stalled)
+            reservation = decision.slot
+        else:  # stalled again and again: let another process have it
+            self._defer(throttle, None, 0, carried, 0.001, wait=None, reason="stalled")
+
         if decision.outcome is Outcome.DENIED:
             # Beyond max_delay: hop without reserving; jitter so a crowd does not return at once.
             countdown = settings.max_delay * random.uniform(0.9, 1.0)
             reason = "horizon"
         else:
             countdown = max(decision.wait, 0.001)
-            reason = ("reserved" if carried.slot is None
-                      else "early" if decision.slot == carried.slot  # skewed clocks
+            reason = ("reserved" if reservation is None
+                      else "early" if decision.slot == reservation  # skewed clocks
                       else "gated")  # arrived too late to start without holding others back
         self._defer(throttle, decision.slot, 0, carried, min(countdown, settings.max_delay),
                     wait=decision.wait, reason=reason)
+
+    def _decide(self, throttle: Throttle, reservation: int | None, carried: _Carried,
+                settings: config.Settings) -> Decision:
+        """One decision; when Redis fails, the task is deferred with backoff instead."""
+        try:
+            return throttle.acquire(
+                self.throttle_cost, redis=config.client(self.app), prefix=settings.prefix,
+                reserve=True, reservation=reservation, max_delay=settings.max_delay,
+                max_inline_wait=self._max_inline_wait(settings),
+            )
+        except BackendError as exc:
+            # Never run unthrottled, never fail: come back later, keeping any reservation.
+            delay = min(settings.backoff_max, settings.backoff * 2 ** min(carried.failures, 30))
+            countdown = delay * random.uniform(0.5, 1.0)
+            transient = isinstance(exc.__cause__, (redis.ConnectionError, OSError))
+            logger.log(logging.WARNING if transient else logging.ERROR,
+                       "%s[%s] throttle %r unavailable (%s); deferred %.2f s",
+                       self.name, self.request.id, throttle.name, exc, countdown)
+            self._defer(throttle, reservation, carried.failures + 1, carried, countdown,
+                        wait=None, reason="backend")
+
+    def _max_inline_wait(self, settings: config.Settings) -> float:
+        """``taskthrottle_max_inline_wait``, kept to a tenth of any time limit of the task (the
+        sleep counts against it)."""
+        request = self.request
+        limits = [limit for limit in (*(request.timelimit or ()), self.soft_time_limit,
+                                      self.time_limit) if limit]
+        return min([settings.max_inline_wait, *(float(limit) / 10 for limit in limits)])
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``retry``; a reservation of an earlier delivery does not travel with it."""
+        headers = self.request.headers
+        if headers and HEADER_SLOT in headers:
+            self.request.headers = {k: v for k, v in headers.items()
+                                    if k not in (HEADER_SLOT, HEADER_FAILURES)}
+        return super().retry(*args, **kwargs)
 
     def _defer(self, throttle: Throttle, slot: int | None, failures: int, carried: _Carried,
                countdown: float, *, wait: float | None, reason: str) -> NoReturn:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import enum
 import re
+import threading
 import time
+import weakref
 from typing import Any, NamedTuple
 
 import redis as _redis
@@ -89,7 +91,7 @@ class Throttle:
         ConfigurationError: a bad name, rate or burst; the message names the throttle.
     """
 
-    __slots__ = ("_args", "_client", "_keys", "_script", "burst", "name", "rate")
+    __slots__ = ("__weakref__", "_args", "_client", "_keys", "_script", "burst", "name", "rate")
 
     def __init__(
         self, name: str, rate: str | float | Rate, *, burst: int = 1,
@@ -102,7 +104,13 @@ class Throttle:
                 f"throttle {name!r}: invalid burst {burst!r}: expected an integer >= 1",
                 value=burst, owner=f"throttle {name!r}",
             )
+        if self.rate.interval_us * burst > _MAX_SPAN_US:
+            raise ConfigurationError(
+                f"throttle {name!r}: burst {burst} at {self.rate.text!r} would take more than "
+                "8 years to refill", value=burst, owner=f"throttle {name!r}",
+            )
         self.burst = burst
+        _claim_name(self)
         self._client: Any = redis
         self._keys: dict[str, str] = {}
         self._args: dict[tuple[int, bool, float, float], tuple[bytes, ...]] = {}
@@ -223,4 +231,24 @@ class Throttle:
 
 
 redis_errors = (_redis.RedisError, OSError)
+#: The longest a bucket may take to refill (keeps every timestamp an exact Lua number).
+_MAX_SPAN_US = 2**48
+_names: weakref.WeakValueDictionary[str, Throttle] = weakref.WeakValueDictionary()
+_names_lock = threading.Lock()
+
+
+def _claim_name(throttle: Throttle) -> None:
+    """One name, one limit: two different limits under one name would share a bucket and
+    each be broken by the other, so the second definition in a process is refused."""
+    with _names_lock:
+        other = _names.get(throttle.name)
+        if other is not None and (other.rate.interval_us, other.burst) != (
+                throttle.rate.interval_us, throttle.burst):
+            raise ConfigurationError(
+                f"throttle {throttle.name!r} is already defined as {other!r}: one name is one "
+                f"bucket, so it cannot also be {throttle.rate.text!r} burst {throttle.burst}; "
+                "use another name", value=throttle.name, owner=f"throttle {throttle.name!r}",
+            )
+        if other is None:
+            _names[throttle.name] = throttle
 _OUTCOMES: dict[int, Outcome] = {outcome.value: outcome for outcome in Outcome}

@@ -98,6 +98,22 @@ def fail(self: Any) -> None:
     raise ValueError("boom")
 
 
+stall = Throttle("fleet-stall", "20/s")
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=stall, name="fleet.stall")
+def stall_task(self: Any, i: int) -> dict[str, Any]:
+    return mark("stall", self, i=i)
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=slow, name="fleet.flaky", max_retries=3)
+def flaky(self: Any) -> dict[str, Any]:
+    seen = mark("flaky", self, slot=(self.request.headers or {}).get("taskthrottle_slot"))
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.1)
+    return seen
+
+
 @app.task(name="fleet.collect")
 def collect(results: list[Any]) -> list[Any]:
     record().rpush("calls:collect", repr(results))

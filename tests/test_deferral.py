@@ -106,6 +106,16 @@ def test_link_and_link_error_fire_once(app: Any, r: redis.Redis, rec: redis.Redi
     assert 1 == len(records(rec, "starts:fail"))  # our deferral is not the task's failure
 
 
+def test_a_retry_does_not_carry_the_old_reservation(app: Any, r: redis.Redis,
+                                                    rec: redis.Redis) -> None:
+    backlog(app, r)
+    assert 1 == app.flaky.delay().get(timeout=30)["retries"]
+    first, second = records(rec, "starts:flaky")
+    assert (0, 1) == (first["retries"], second["retries"])
+    assert first["slot"] is not None  # the first delivery started on a reservation
+    assert first["slot"] != second["slot"]  # the retry asked afresh
+
+
 def test_many_deferrals_leave_retries_alone(app: Any, r: redis.Redis, rec: redis.Redis) -> None:
     app.hops.acquire(redis=r)  # take the token: the next one is 5 s away, past max_delay
     app.hops_too.acquire(redis=r)

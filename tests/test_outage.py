@@ -4,6 +4,7 @@ unthrottled, and all of them run exactly once after it comes back."""
 from __future__ import annotations
 
 import gc
+import signal
 import time
 from collections import Counter
 
@@ -79,3 +80,21 @@ def test_a_misconfigured_worker_hands_tasks_back(server: RedisServer, rec: redis
         (t["task"], t["reason"]) for t in records(rec, "throttled")]
     assert 0 == rec.llen("starts:main")
     assert "taskthrottle: setting taskthrottle_max_delay: 4000.0 s is not below" in log
+
+
+def test_a_stalled_worker_does_not_start_bunched(server: RedisServer, rec: redis.Redis) -> None:
+    """SIGSTOP one worker (all its processes) twice mid-run: the tasks it froze between their
+    admission and their start, and the ETA tasks it held, must not start together on SIGCONT."""
+    with fleet(server.url(1), server.url(0), server.url(2), count=2, concurrency=4) as app:
+        results = [app.stall_task.delay(i) for i in range(100)]
+        for _ in range(2):
+            wait_for(lambda: rec.llen("starts:stall") >= 20, 30, "a running backlog")
+            app.workers.kill(0, signal.SIGSTOP)
+            time.sleep(2)
+            app.workers.kill(0, signal.SIGCONT)
+            time.sleep(1)
+        values = [result.get(timeout=60) for result in results]
+    starts = [s["at"] for s in records(rec, "starts:stall")]
+    assert 100 == len(values) == len(starts)
+    assert max_in_window(starts, 1_000_000) <= 21  # burst 1 + 20/s × 1 s
+    assert max_in_window(starts, 100_000) <= 3  # burst 1 + 20/s × 0.1 s

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 
-from taskthrottle import ConfigurationError, Throttle, ThrottledTask, config
+from taskthrottle import BackendError, ConfigurationError, Throttle, ThrottledTask, config
+from taskthrottle._procs import RedisServer
 
 
 def make_app(**conf: Any) -> Celery:
@@ -65,7 +67,7 @@ def test_throttle_of_the_wrong_type(bad: object) -> None:
 
 def test_cost_above_the_burst_fails_at_definition() -> None:
     app = make_app()
-    vendor = Throttle("vendor-x", "10/s", burst=2)
+    vendor = Throttle("vendor-batch", "10/s", burst=2)
     with pytest.raises(ConfigurationError, match="throttle_cost 3"):
         define(app, throttle=vendor, throttle_cost=3, name="x.batch")
 
@@ -140,3 +142,59 @@ def test_unthrottled_when_no_throttle_is_set(taskthrottle_url: str) -> None:
     app = make_app(task_always_eager=True, taskthrottle_redis_url=taskthrottle_url)
     plain = define(app, name="plain")
     assert 7 == plain.delay().get()
+
+
+def test_exceptions_survive_pickling() -> None:
+    backend = pickle.loads(pickle.dumps(BackendError("down", throttle="vendor-x")))
+    config_error = pickle.loads(pickle.dumps(ConfigurationError("bad", value=3, owner="o")))
+    assert ("down", "vendor-x") == (str(backend), backend.throttle)
+    assert ("bad", 3, "o") == (str(config_error), config_error.value, config_error.owner)
+
+
+def test_eager_run_with_redis_down_raises_backend_error() -> None:
+    dead = RedisServer()  # never started: connection refused
+    app = make_app(task_always_eager=True, taskthrottle_redis_url=dead.url(0),
+                   taskthrottle_socket_timeout=0.5)
+    task = define(app, throttle=Throttle("eager-down", "1/s"), name="eager.down")
+    with pytest.raises(BackendError) as caught:
+        task.delay().get()
+    assert "eager-down" == caught.value.throttle
+
+
+def test_one_name_cannot_hold_two_limits() -> None:
+    keep = Throttle("twice", "1/s")
+    assert "twice" == Throttle("twice", "1/s").name  # the same limit again is the same bucket
+    with pytest.raises(ConfigurationError, match=r"throttle 'twice' is already defined as "
+                                                 r"Throttle\('twice', '1/s', burst=1\)"):
+        Throttle("twice", "10/s", burst=10)
+    app = make_app()
+    with pytest.raises(ConfigurationError, match="already defined"):
+        define(app, throttle="100/s", name="twice")
+    assert keep
+
+
+@pytest.mark.parametrize(("rate", "burst"), [("1/10000d", 20000), ("2000000/s", 1),
+                                             ("\u0661\u0660/s", 1)])
+def test_limits_a_microsecond_clock_cannot_pace(rate: str, burst: int) -> None:
+    with pytest.raises(ConfigurationError, match=r"invalid rate|8 years"):
+        Throttle("pace", rate, burst=burst)
+
+
+def test_inline_waits_stay_well_inside_time_limits(taskthrottle_url: str) -> None:
+    app = make_app(taskthrottle_redis_url=taskthrottle_url, taskthrottle_max_inline_wait=1.0)
+    limited = define(app, throttle="2/s", name="limited", soft_time_limit=0.5)
+    free = define(app, throttle="2/s", name="free")
+    settings = config.load(app)
+    assert (0.05, 1.0) == (limited._max_inline_wait(settings), free._max_inline_wait(settings))
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://127.0.0.1:abc/0", "redis://127.0.0.1:abc/0"),
+    ("redis://user:s3cret@127.0.0.1:abc/0", "redis://user:***@127.0.0.1:abc/0"),
+])
+def test_a_bad_store_url_is_a_configuration_error_without_its_password(url: str,
+                                                                      shown: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        config.load(make_app(taskthrottle_redis_url=url))
+    assert shown in str(caught.value)
+    assert "s3cret" not in str(caught.value)
