@@ -61,11 +61,11 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
     """A Celery task whose starts are admitted by a shared :class:`~taskthrottle.Throttle`.
 
     Set ``throttle`` with the task options: a :class:`Throttle` (shared by every task that
-    names it) or a limit string such as ``"5/s"`` (a throttle of its own, named after the task).
+    names it) or a limit such as ``"5/s"`` or ``5`` (a throttle of its own, named after the task).
     ``None`` leaves the task unthrottled, so an app may use this class as its ``task_cls``.
     """
 
-    throttle: ClassVar[Throttle | str | None] = None
+    throttle: ClassVar[Throttle | str | float | None] = None
     #: Tokens one run takes from the throttle.
     throttle_cost: ClassVar[int] = 1
 
@@ -74,7 +74,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         name = cls.__dict__.get("name") or cls.__qualname__
         owner = f"task {name!r}"
         value = cls.__dict__.get("throttle")
-        if isinstance(value, str):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             cls.throttle = Throttle(name, Rate.parse(value, owner=owner))
         elif value is not None and not isinstance(value, Throttle):
             raise ConfigurationError(

@@ -58,7 +58,7 @@ def test_bad_burst_fails_at_throttle_definition(bad: int) -> None:
         Throttle("vendor-x", "10/s", burst=bad)
 
 
-@pytest.mark.parametrize("bad", [42, object(), ["10/s"]])
+@pytest.mark.parametrize("bad", [True, object(), ["10/s"]])
 def test_throttle_of_the_wrong_type(bad: object) -> None:
     app = make_app()
     with pytest.raises(ConfigurationError, match=r"task 'x\.y': throttle must be"):
@@ -78,6 +78,11 @@ def test_a_string_makes_a_throttle_named_after_the_task() -> None:
     assert isinstance(task.throttle, Throttle)
     assert (task.throttle.name, task.throttle.rate.interval_us,
                                          task.throttle.burst) == ("shop.sync", 200_000, 1)
+
+
+def test_a_number_is_a_rate_per_second_as_in_celery() -> None:
+    task = define(make_app(), throttle=4, name="shop.numeric")
+    assert ("shop.numeric", 250_000) == (task.throttle.name, task.throttle.rate.interval_us)
 
 
 def test_tasks_share_one_throttle_object() -> None:
