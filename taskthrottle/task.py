@@ -37,7 +37,6 @@ _MISCONFIGURED_DELAY = 60.0
 _MAX_RECLAIMS = 3
 
 
-
 @dataclass(frozen=True, slots=True)
 class _Carried:
     """What a deferred task carries in its headers from one delivery to the next."""
@@ -50,9 +49,11 @@ class _Carried:
     def from_request(cls, request: Any) -> _Carried:
         headers = request.headers or {}
 
-        def number(name: str) -> int:
+        def number(name: str) -> int:  # a header is message data: anything odd counts as 0
             value = headers.get(name)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+            if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+                return value
+            return 0
 
         return cls(number(HEADER_SLOT) or None, number(HEADER_DEFERRALS), number(HEADER_FAILURES))
 

@@ -69,6 +69,14 @@ def test_a_reservation_is_claimed_without_a_second_token(r: redis.Redis) -> None
     assert tat_before == state(r, t)["tat"]  # the schedule did not move: no second token
 
 
+def test_a_claim_further_ahead_than_max_delay_is_not_a_reservation(r: redis.Redis) -> None:
+    t = Throttle("forged", "10/s")
+    now = t.acquire(redis=r).now
+    d = t.acquire(redis=r, reserve=True, reservation=now + 10 * 86_400_000_000, max_delay=60)
+    assert Outcome.RESERVED == d.outcome
+    assert 0.09 < d.wait <= 0.1  # a fresh slot, not ten days away
+
+
 def test_beyond_max_delay_nothing_is_reserved(r: redis.Redis) -> None:
     t = Throttle("far", "1/m")
     t.acquire(redis=r, reserve=True)

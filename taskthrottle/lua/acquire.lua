@@ -54,6 +54,9 @@ local increment = cost * interval
 -- The answer, and what to store (new_tat == nil: nothing changes).
 local code, wait, at, new_tat, new_sat
 
+if slot ~= 0 and horizon >= 0 and slot - now > horizon then
+  slot = 0  -- no reservation lies that far ahead: a forged or corrupted header, ask afresh
+end
 if slot ~= 0 then
   local start = max(now, slot, sat - tolerance)
   if slot - now > inline then
