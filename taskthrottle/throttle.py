@@ -8,6 +8,9 @@ The admission contract, in full:
 * A caller that may wait can *reserve* the next free slot: it is told when, comes back then with
   the reservation and starts without taking a second token. Slots further away than ``max_delay``
   are not reserved (nothing is taken; the caller tries again later).
+* Starts, not promises, are what is bounded: a claim that comes too late to start without holding
+  back the starts after it is bumped to a fresh slot; one that comes early keeps its slot.
+* A name is one bucket: a process refuses a second definition of a name with another limit.
 * Redis errors surface as :class:`~taskthrottle.exceptions.BackendError`, wrapped here only.
 """
 
