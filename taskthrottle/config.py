@@ -14,7 +14,6 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import redis
-import redis.connection
 
 from .exceptions import ConfigurationError
 from .throttle import DEFAULT_PREFIX
@@ -116,8 +115,12 @@ def load(app: Any) -> Settings:
             "rediss:// or unix:// URL", value=url, owner="taskthrottle_redis_url",
         )
     try:
-        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-    except ValueError as exc:
+        # Build (not open) a connection: redis-py checks the URL's options only then.
+        _client_for(url, 1.0).connection_pool.make_connection()
+        path = url.split("://", 1)[1].split("?", 1)[0].partition("/")[2]
+        if not url.startswith("unix://") and path and not path.isdigit():
+            raise ValueError(f"the db {path!r} is not a number")
+    except (TypeError, ValueError) as exc:
         raise ConfigurationError(
             f"setting taskthrottle_redis_url: invalid value {_redact(url)!r}: {exc}",
             value=url, owner="taskthrottle_redis_url",
@@ -167,15 +170,14 @@ def client(app: Any) -> redis.Redis:
     with _lock:
         entry = _clients.get(app)
         if entry is None or entry[0] != pid:
-            made = redis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=settings.socket_timeout,
-                socket_connect_timeout=settings.socket_timeout,
-                health_check_interval=30,
-            )
-            entry = (pid, made)
+            entry = (pid, _client_for(settings.redis_url, settings.socket_timeout))
             _clients[app] = entry
     return entry[1]
+
+
+def _client_for(url: str, timeout: float) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                health_check_interval=30)
 
 
 def forget(app: Any | None = None) -> None:

@@ -35,6 +35,8 @@ _OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES)
 _MISCONFIGURED_DELAY = 60.0
 #: Claims in one delivery before a repeatedly stalling process hands the task back.
 _MAX_RECLAIMS = 3
+#: A round trip to the store longer than this counts as a stall (a process frozen mid-call).
+_ROUND_TRIP_ALLOWANCE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,17 +113,20 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                         wait=None, reason="misconfigured")
         # A stall between the decision and the start (a frozen or starved process) would make
         # this start later than the start gate recorded, bunched with the starts after it.
-        # Measured on this process's monotonic clock, such a start is claimed again.
+        # Measured on this process's monotonic clock, such a start is claimed again. The round
+        # trip is the store's distance, not a stall, unless it takes longer than any network.
         tolerance = min(max(throttle.rate.interval_us / 2_000_000, 0.005), 0.05)
         reservation = carried.slot
         for _ in range(_MAX_RECLAIMS):
             asked = time.monotonic()
             decision = self._decide(throttle, reservation, carried, settings)
+            answered = time.monotonic()
             if not decision.granted:
                 break
             if decision.wait > 0:
                 time.sleep(decision.wait)
-            stalled = time.monotonic() - asked - decision.wait
+            stalled = (time.monotonic() - answered - decision.wait
+                       + max(0.0, answered - asked - _ROUND_TRIP_ALLOWANCE))
             if stalled <= tolerance:
                 task_admitted.send(sender=self, task_id=task_id, throttle=throttle.name,
                                    deferrals=carried.deferrals, waited=decision.wait)

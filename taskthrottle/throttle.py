@@ -233,7 +233,9 @@ class Throttle:
         return self._client
 
 
-redis_errors = (_redis.RedisError, OSError)
+#: What a call into redis-py may raise when the store or its URL is wrong; ValueError and
+#: TypeError come from connection options checked only when a connection opens.
+redis_errors = (_redis.RedisError, OSError, ValueError, TypeError)
 #: The longest a bucket may take to refill (keeps every timestamp an exact Lua number).
 _MAX_SPAN_US = 2**48
 _names: weakref.WeakValueDictionary[str, Throttle] = weakref.WeakValueDictionary()

@@ -99,6 +99,12 @@ def fail(self: Any) -> None:
 
 
 stall = Throttle("fleet-stall", "20/s")
+fast = Throttle("fleet-fast", "100/s")
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=fast, name="fleet.fast")
+def fast_task(self: Any, i: int) -> dict[str, Any]:
+    return mark("fast", self, i=i)
 
 
 @app.task(bind=True, base=ThrottledTask, throttle=stall, name="fleet.stall")

@@ -4,15 +4,18 @@ unthrottled, and all of them run exactly once after it comes back."""
 from __future__ import annotations
 
 import gc
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
 import redis
-from fleetlib import fleet, records, wait_for
+from fleetlib import TESTS, fleet, records, wait_for
 
-from taskthrottle._procs import RedisServer
+from taskthrottle._procs import RedisServer, free_port
 from taskthrottle.testing import max_in_window
 
 pytestmark = pytest.mark.fleet
@@ -98,3 +101,23 @@ def test_a_stalled_worker_does_not_start_bunched(server: RedisServer, rec: redis
     assert 100 == len(values) == len(starts)
     assert max_in_window(starts, 1_000_000) <= 21  # burst 1 + 20/s × 1 s
     assert max_in_window(starts, 100_000) <= 3  # burst 1 + 20/s × 0.1 s
+
+
+def test_a_distant_store_is_not_a_stall(server: RedisServer, rec: redis.Redis) -> None:
+    """A store 30 ms away (each way) at 100/s: the round trip is not taken for a stall, so
+    tasks are admitted and not handed back again and again."""
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, os.path.join(TESTS, "delay_proxy.py"), str(port),
+                              str(server.port), "0.015"])
+    try:
+        with fleet(server.url(1), f"redis://127.0.0.1:{port}/0", server.url(2), count=2,
+                   concurrency=3) as app:
+            results = [app.fast_task.delay(i) for i in range(40)]
+            values = [result.get(timeout=60) for result in results]
+    finally:
+        proxy.kill()
+        proxy.wait()
+    reasons = Counter(t["reason"] for t in records(rec, "throttled"))
+    assert 40 == len(values)
+    assert 0 == reasons["stalled"], reasons
+    assert max_in_window([s["at"] for s in records(rec, "starts:fast")], 100_000) <= 11

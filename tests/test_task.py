@@ -196,6 +196,8 @@ def test_inline_waits_stay_well_inside_time_limits(taskthrottle_url: str) -> Non
 @pytest.mark.parametrize(("url", "shown"), [
     ("redis://127.0.0.1:abc/0", "redis://127.0.0.1:abc/0"),
     ("redis://user:s3cret@127.0.0.1:abc/0", "redis://user:***@127.0.0.1:abc/0"),
+    ("redis://user:s3cret@127.0.0.1:6379/0?foo=bar", "unexpected keyword argument 'foo'"),
+    ("redis://127.0.0.1:6379/abc", "the db 'abc' is not a number"),
 ])
 def test_a_bad_store_url_is_a_configuration_error_without_its_password(url: str,
                                                                       shown: str) -> None:
