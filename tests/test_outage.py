@@ -97,10 +97,13 @@ def test_a_stalled_worker_does_not_start_bunched(server: RedisServer, rec: redis
             app.workers.kill(0, signal.SIGCONT)
             time.sleep(1)
         values = [result.get(timeout=60) for result in results]
-    starts = [s["at"] for s in records(rec, "starts:stall")]
+    seen = sorted(records(rec, "starts:stall"), key=lambda s: s["at"])
+    starts = [s["at"] for s in seen]
+    gaps = [(b["at"] - a["at"], a["hostname"], b["hostname"], b["deferrals"])
+            for a, b in zip(seen, seen[1:]) if b["at"] - a["at"] < 50_000]
     assert 100 == len(values) == len(starts)
-    assert max_in_window(starts, 1_000_000) <= 21  # burst 1 + 20/s × 1 s
-    assert max_in_window(starts, 100_000) <= 3  # burst 1 + 20/s × 0.1 s
+    assert max_in_window(starts, 1_000_000) <= 21, gaps  # burst 1 + 20/s × 1 s
+    assert max_in_window(starts, 100_000) <= 3, gaps  # burst 1 + 20/s × 0.1 s
 
 
 def test_a_distant_store_is_not_a_stall(server: RedisServer, rec: redis.Redis) -> None:
@@ -120,4 +123,6 @@ def test_a_distant_store_is_not_a_stall(server: RedisServer, rec: redis.Redis) -
     reasons = Counter(t["reason"] for t in records(rec, "throttled"))
     assert 40 == len(values)
     assert 0 == reasons["stalled"], reasons
-    assert max_in_window([s["at"] for s in records(rec, "starts:fast")], 100_000) <= 11
+    # Starts lag their admissions by the reply's trip from the store; the proxy's jitter in
+    # that trip (a few ms against a 10 ms interval) may move one start into a window.
+    assert max_in_window([s["at"] for s in records(rec, "starts:fast")], 100_000) <= 11 + 1
