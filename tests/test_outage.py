@@ -4,6 +4,7 @@ unthrottled, and all of them run exactly once after it comes back."""
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import signal
 import subprocess
@@ -100,7 +101,7 @@ def test_a_stalled_worker_does_not_start_bunched(server: RedisServer, rec: redis
     seen = sorted(records(rec, "starts:stall"), key=lambda s: s["at"])
     starts = [s["at"] for s in seen]
     gaps = [(b["at"] - a["at"], a["hostname"], b["hostname"], b["deferrals"])
-            for a, b in zip(seen, seen[1:]) if b["at"] - a["at"] < 50_000]
+            for a, b in itertools.pairwise(seen) if b["at"] - a["at"] < 50_000]
     assert 100 == len(values) == len(starts)
     assert max_in_window(starts, 1_000_000) <= 21, gaps  # burst 1 + 20/s × 1 s
     assert max_in_window(starts, 100_000) <= 3, gaps  # burst 1 + 20/s × 0.1 s
