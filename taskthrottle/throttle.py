@@ -50,7 +50,8 @@ class Decision(NamedTuple):
     Attributes:
         outcome: what the throttle decided.
         wait: seconds until the caller may start (granted) or should come back (otherwise).
-        slot: the reservation held, in microseconds on the Redis clock, or ``None``.
+        slot: microseconds on the Redis clock: the reservation held (RESERVED) or the start
+            granted (GRANTED); ``None`` when DENIED. Use :attr:`reserved` to tell them apart.
         now: the Redis clock at the decision, in microseconds.
     """
 
