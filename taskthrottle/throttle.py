@@ -95,7 +95,7 @@ class Throttle:
         ConfigurationError: a bad name, rate or burst; the message names the throttle.
     """
 
-    __slots__ = ("__weakref__", "_args", "_client", "_keys", "_script", "burst", "name", "rate")
+    __slots__ = ("__weakref__", "_args", "_client", "_keys", "burst", "name", "rate")
 
     def __init__(
         self, name: str, rate: str | float | Rate, *, burst: int = 1,
@@ -118,7 +118,6 @@ class Throttle:
         self._client: Any = redis
         self._keys: dict[str, str] = {}
         self._args: dict[tuple[int, bool, float, float], tuple[bytes, ...]] = {}
-        self._script: tuple[Any, Any] = (None, None)  # (client, its Script): the last one used
 
     def __repr__(self) -> str:
         return f"Throttle({self.name!r}, {self.rate.text!r}, burst={self.burst})"
@@ -181,12 +180,9 @@ class Throttle:
             )
         if reservation:
             args = (*args[:3], str(reservation).encode(), *args[4:])
-        bound, script = self._script
-        if bound is not client:
-            script = _scripts.script(client, "acquire")
-            self._script = (client, script)
         try:
-            reply = script(keys=(self.key(prefix),), args=args, client=client)
+            reply = _scripts.script(client, "acquire")(
+                keys=(self.key(prefix),), args=args, client=client)
         except redis_errors as exc:
             raise BackendError(
                 f"throttle {self.name!r}: decision failed: {exc}", throttle=self.name
