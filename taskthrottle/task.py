@@ -162,7 +162,8 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             # Never run unthrottled, never fail: come back later, keeping any reservation.
             delay = min(settings.backoff_max, settings.backoff * 2 ** min(carried.failures, 30))
             countdown = delay * random.uniform(0.5, 1.0)
-            transient = isinstance(exc.__cause__, (redis.ConnectionError, OSError))
+            transient = isinstance(exc.__cause__,
+                                   (redis.ConnectionError, redis.TimeoutError, OSError))
             logger.log(logging.WARNING if transient else logging.ERROR,
                        "%s[%s] throttle %r unavailable (%s); deferred %.2f s",
                        self.name, self.request.id, throttle.name, exc, countdown)
