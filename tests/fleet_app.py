@@ -68,6 +68,8 @@ shared = Throttle("fleet-shared", "5/s")
 slow = Throttle("fleet-slow", "5/s")
 hops = Throttle("fleet-hops", "1/5s")
 hops_too = Throttle("fleet-hops-too", "1/5s")
+stall = Throttle("fleet-stall", "20/s")
+fast = Throttle("fleet-fast", "100/s")
 
 
 @app.task(bind=True, base=ThrottledTask, throttle=main, name="fleet.main")
@@ -108,10 +110,6 @@ def add(self: Any, x: int, y: int) -> int:
 def fail(self: Any) -> None:
     mark("fail", self)
     raise ValueError("boom")
-
-
-stall = Throttle("fleet-stall", "20/s")
-fast = Throttle("fleet-fast", "100/s")
 
 
 @app.task(bind=True, base=ThrottledTask, throttle=fast, name="fleet.fast")
