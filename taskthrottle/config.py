@@ -6,6 +6,7 @@ fork (a connection must never be shared by two processes).
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 import threading
@@ -16,7 +17,7 @@ from weakref import WeakKeyDictionary
 import redis
 
 from .exceptions import ConfigurationError
-from .throttle import DEFAULT_PREFIX
+from .throttle import DEFAULT_PREFIX, Limit, Throttle
 
 #: The Redis broker re-delivers an unacknowledged message after this long (kombu's default);
 #: a deferred task waits unacknowledged in a worker, so no countdown may come near it.
@@ -34,6 +35,19 @@ class Settings:
     backoff: float
     backoff_max: float
     socket_timeout: float
+    busy_delay: float = 1.0
+    #: ``taskthrottle_throttles``: (task name or glob, its throttles), in the order given.
+    by_name: tuple[tuple[str, tuple[Throttle, ...]], ...] = ()
+
+    def throttles_for(self, task_name: str) -> tuple[Throttle, ...]:
+        """The throttles the settings give a task: its exact name first, else the first glob."""
+        for pattern, throttles in self.by_name:
+            if pattern == task_name:
+                return throttles
+        for pattern, throttles in self.by_name:
+            if fnmatch.fnmatchcase(task_name, pattern):
+                return throttles
+        return ()
 
 
 _DEFAULTS: dict[str, Any] = {
@@ -43,7 +57,9 @@ _DEFAULTS: dict[str, Any] = {
     "taskthrottle_backoff": 1.0,
     "taskthrottle_backoff_max": 60.0,
     "taskthrottle_socket_timeout": 2.0,
+    "taskthrottle_busy_delay": 1.0,
 }
+_THROTTLE_OPTIONS = frozenset({"name", "limits", "burst", "concurrency", "lease", "key"})
 
 _lock = threading.Lock()
 _settings: WeakKeyDictionary[Any, Settings] = WeakKeyDictionary()
@@ -154,10 +170,53 @@ def load(app: Any) -> Settings:
         backoff=min(backoff, max_delay),
         backoff_max=min(_seconds(conf, "taskthrottle_backoff_max", minimum=0), max_delay),
         socket_timeout=_seconds(conf, "taskthrottle_socket_timeout", minimum=0),
+        busy_delay=_seconds(conf, "taskthrottle_busy_delay", minimum=0),
+        by_name=_throttles_by_name(conf.get("taskthrottle_throttles") or {}),
     )
     with _lock:
         _settings[app] = settings
     return settings
+
+
+def _throttles_by_name(value: object) -> tuple[tuple[str, tuple[Throttle, ...]], ...]:
+    """``taskthrottle_throttles``: ``{task name or glob: throttle}``, where a throttle is a
+    :class:`Throttle`, a limit (``"10/s"``), a list of limits or of throttles, or a dict of
+    :class:`Throttle`'s arguments (``limits``, ``burst``, ``concurrency``, ``lease``, ``key``,
+    ``name``; the name defaults to the pattern)."""
+    if not isinstance(value, dict):
+        raise ConfigurationError(
+            f"setting taskthrottle_throttles: expected a dict of task name or glob to "
+            f"throttle, not {value!r}", value=value, owner="taskthrottle_throttles")
+    found = []
+    for pattern, spec in value.items():
+        owner = f"setting taskthrottle_throttles[{pattern!r}]"
+        try:
+            if not isinstance(pattern, str) or not pattern:
+                raise ConfigurationError("the pattern must be a task name or glob", value=pattern)
+            found.append((pattern, _throttles_of(pattern, spec)))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{owner}: {exc}", value=spec, owner=owner) from None
+    return tuple(found)
+
+
+def _throttles_of(pattern: str, spec: object) -> tuple[Throttle, ...]:
+    if isinstance(spec, Throttle):
+        return (spec,)
+    if isinstance(spec, (str, int, float, Limit)) and not isinstance(spec, bool):
+        return (Throttle(pattern, spec),)
+    if isinstance(spec, (list, tuple)) and spec:
+        if all(isinstance(item, Throttle) for item in spec):
+            return tuple(spec)
+        if not any(isinstance(item, Throttle) for item in spec):
+            return (Throttle(pattern, *spec),)
+    if isinstance(spec, dict) and set(spec) <= _THROTTLE_OPTIONS:
+        options = dict(spec)
+        limits = options.pop("limits", ())
+        limits = (limits,) if isinstance(limits, (str, int, float, Limit)) else tuple(limits)
+        return (Throttle(options.pop("name", pattern), *limits, **options),)
+    raise ConfigurationError(
+        f"expected a Throttle, a limit such as '10/s', a list of either, or a dict of "
+        f"{sorted(_THROTTLE_OPTIONS)}, not {spec!r}", value=spec)
 
 
 def client(app: Any) -> redis.Redis:

@@ -42,3 +42,60 @@ class BackendError(TaskThrottleError):
 
 def _rebuild(cls: type[TaskThrottleError], message: str, attrs: dict[str, object]) -> Exception:
     return cls(message, **attrs)
+
+
+class RateLimited(TaskThrottleError):
+    """Raise from a task body when the vendor said stop (HTTP 429, a quota error).
+
+    The task's throttles (or only ``throttle``, by name) are paused for every worker for
+    ``retry_after`` seconds, this task is deferred past the pause (not retried, not failed) and
+    tasks arriving meanwhile are deferred without calling the vendor.
+
+    Args:
+        retry_after: seconds, or an HTTP ``Retry-After`` value (seconds or an HTTP date). When
+            missing or unreadable, ``default`` is used and the reason is kept in :attr:`note`.
+        throttle: the name of the one throttle to pause (default: all of the task's).
+        default: the pause when ``retry_after`` gives none.
+
+    Attributes:
+        retry_after: the pause, in seconds.
+        throttle: as given.
+        note: why ``default`` was used, or ``None``.
+    """
+
+    def __init__(self, retry_after: object = None, *, throttle: str | None = None,
+                 default: float = 1.0) -> None:
+        from .rate import parse_retry_after
+
+        self.note: str | None = None
+        seconds = default
+        if retry_after is None:
+            self.note = f"no Retry-After given: paused {default:g} s"
+        else:
+            try:
+                seconds = parse_retry_after(retry_after)
+            except ConfigurationError as exc:
+                self.note = f"{exc}: paused {default:g} s"
+        self.retry_after = seconds
+        self.throttle = throttle
+        super().__init__(f"rate limited upstream: retry after {seconds:g} s"
+                         + (f" ({self.note})" if self.note else ""))
+
+    @classmethod
+    def from_headers(cls, headers: object, *, throttle: str | None = None,
+                     default: float = 1.0) -> RateLimited:
+        """From a response's headers (any mapping; the name is matched case-insensitively)."""
+        value = None
+        items = getattr(headers, "items", None)
+        if callable(items):
+            for name, item in items():
+                if str(name).lower() == "retry-after":
+                    value = item
+        return cls(value, throttle=throttle, default=default)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild_rate_limited, (self.retry_after, self.throttle)
+
+
+def _rebuild_rate_limited(retry_after: float, throttle: str | None) -> RateLimited:
+    return RateLimited(retry_after, throttle=throttle)

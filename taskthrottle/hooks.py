@@ -9,19 +9,55 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import (
+    task_postrun,
+    task_revoked,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
-from . import config
-from .exceptions import ConfigurationError
+from . import config, leases
+from .exceptions import BackendError, ConfigurationError
 from .task import ThrottledTask
-from .throttle import Throttle
 
 logger = logging.getLogger("taskthrottle")
 
 
 def _fresh_connections_after_fork(**_: Any) -> None:
-    """A prefork child must not reuse its parent's Redis sockets: drop every cached client."""
+    """A prefork child must not reuse its parent's Redis sockets or leases: drop them."""
     config.forget()
+    leases.forget()
+
+
+def _release_leases(task_id: str | None = None, **_: Any) -> None:
+    """The task ended (success, failure, retry, ignore): its concurrency slots are free."""
+    if task_id:
+        leases.release(task_id)
+
+
+def _release_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """A revoked task (terminated in a pool process, or never started) frees its slots. This
+    runs in the worker's main process, which knows the lease by the task's id."""
+    if not isinstance(sender, ThrottledTask) or request is None:
+        return
+    leases.release(request.id)  # solo and threads pools hold it here
+    try:
+        settings = config.load(sender.app)
+        for throttle in sender.throttles(settings):
+            if throttle.concurrency is not None:
+                throttle.release(request.id, key=throttle.key_for(request.args or (),
+                                                                  request.kwargs or {}),
+                                 redis=config.client(sender.app), prefix=settings.prefix)
+    except (ConfigurationError, BackendError) as exc:  # it lapses on its own
+        logger.warning("taskthrottle: revoked task %s keeps its lease until it lapses: %s",
+                       request.id, exc)
+
+
+def _release_all(**_: Any) -> None:
+    """The process is shutting down: whatever it still holds goes back now, not at expiry."""
+    leases.release_all()
 
 
 def _check_settings_at_start(sender: Any = None, **_: Any) -> None:
@@ -31,11 +67,14 @@ def _check_settings_at_start(sender: Any = None, **_: Any) -> None:
     if app is None:
         return
     throttled = [name for name, task in app.tasks.items()
-                 if isinstance(task, ThrottledTask) and isinstance(task.throttle, Throttle)]
-    if not throttled:
+                 if isinstance(task, ThrottledTask) and task.throttles()]
+    if not throttled and not app.conf.get("taskthrottle_throttles"):
         return
     try:
-        config.load(app)
+        settings = config.load(app)
+        throttled += [name for name, task in app.tasks.items()
+                      if isinstance(task, ThrottledTask) and name not in throttled
+                      and task.throttles(settings)]
     except ConfigurationError as exc:
         logger.error("taskthrottle: %s; throttled tasks (%s) will be handed back, not run, "
                      "until this is fixed", exc, ", ".join(sorted(throttled)))
@@ -59,3 +98,7 @@ def _warn_if_store_evicts(client: Any) -> None:
 
 worker_process_init.connect(_fresh_connections_after_fork, weak=False)
 worker_ready.connect(_check_settings_at_start, weak=False)
+task_postrun.connect(_release_leases, weak=False)
+task_revoked.connect(_release_revoked, weak=False)
+worker_process_shutdown.connect(_release_all, weak=False)
+worker_shutdown.connect(_release_all, weak=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import email.utils
 import math
 import re
+import time
 from dataclasses import dataclass
 
 from .exceptions import ConfigurationError
@@ -90,3 +92,39 @@ class Rate:
 
     def __str__(self) -> str:
         return self.text
+
+
+def parse_retry_after(value: object, *, now: float | None = None) -> float:
+    """Seconds to wait, from an HTTP ``Retry-After`` value: delay-seconds (``"30"``, ``30``,
+    ``2.5``) or an HTTP date (``"Wed, 21 Oct 2026 07:28:00 GMT"``, counted from ``now``, default
+    this host's clock). A date in the past is 0.
+
+    Raises:
+        ConfigurationError: neither a number of seconds nor an HTTP date.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number or (isinstance(value, str) and _SECONDS.match(value)):
+        seconds = float(value)  # type: ignore[arg-type]
+    elif isinstance(value, str) and value.strip():
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is None or when.tzinfo is None:
+            raise ConfigurationError(
+                f"Retry-After {value!r} is neither a number of seconds nor an HTTP date",
+                value=value, owner="Retry-After")
+        seconds = max(0.0, when.timestamp() - (time.time() if now is None else now))
+    else:
+        raise ConfigurationError(
+            f"Retry-After {value!r} is neither a number of seconds nor an HTTP date",
+            value=value, owner="Retry-After")
+    if not (math.isfinite(seconds) and 0 <= seconds <= 366 * 86400):
+        raise ConfigurationError(
+            f"Retry-After {value!r}: expected 0 to 366 days", value=value, owner="Retry-After")
+    return seconds
+
+
+_SECONDS = re.compile(r"^\s*[0-9]+(?:\.[0-9]+)?\s*$")

@@ -1,8 +1,10 @@
 """``ThrottledTask``: how Celery is adapted to the admission contract in ``throttle.py``.
 
-``before_start`` asks the throttle; a denied task is re-published with a countdown (same id,
-arguments, links, chain, chord, headers; ``retries`` untouched) and the current delivery ends
-with ``Ignore``. Nothing else happens here.
+``before_start`` asks the task's throttles, one decision each; if one refuses, what the others
+granted is given back and the task is re-published with a countdown (same id, arguments, links,
+chain, chord, headers; ``retries`` untouched), holding the reservation of the latest one, and the
+current delivery ends with ``Ignore``. A body that raises :class:`RateLimited` pauses its
+throttles and is deferred the same way. Nothing else happens here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
@@ -17,8 +20,8 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore
 
-from . import config
-from .exceptions import BackendError, ConfigurationError
+from . import config, leases
+from .exceptions import BackendError, ConfigurationError, RateLimited
 from .rate import Rate
 from .signals import task_admitted, task_throttled
 from .throttle import Decision, Outcome, Throttle
@@ -29,7 +32,9 @@ logger = logging.getLogger("taskthrottle")
 HEADER_SLOT = "taskthrottle_slot"
 HEADER_DEFERRALS = "taskthrottle_deferrals"
 HEADER_FAILURES = "taskthrottle_failures"
-_OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES)
+#: Which of the task's throttles the slot is held on (its index; absent: the first).
+HEADER_HELD = "taskthrottle_held"
+_OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES, HEADER_HELD)
 
 #: Countdown (before jitter) of a task that a worker with invalid settings hands back.
 _MISCONFIGURED_DELAY = 60.0
@@ -46,6 +51,7 @@ class _Carried:
     slot: int | None
     deferrals: int
     failures: int
+    held: int = 0
 
     @classmethod
     def from_request(cls, request: Any) -> _Carried:
@@ -57,20 +63,35 @@ class _Carried:
                 return value
             return 0
 
-        return cls(number(HEADER_SLOT) or None, number(HEADER_DEFERRALS), number(HEADER_FAILURES))
+        return cls(number(HEADER_SLOT) or None, number(HEADER_DEFERRALS),
+                   number(HEADER_FAILURES), number(HEADER_HELD))
+
+
+ThrottleSpec = Throttle | str | float | Sequence[Throttle] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """One throttle of this delivery and the bucket (key) its arguments choose."""
+
+    throttle: Throttle
+    key: str | None
 
 
 class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type information
-    """A Celery task whose starts are admitted by a shared :class:`~taskthrottle.Throttle`.
+    """A Celery task whose starts are admitted by shared :class:`~taskthrottle.Throttle` s.
 
     Set ``throttle`` with the task options: a :class:`Throttle` (shared by every task that
-    names it) or a limit such as ``"5/s"`` or ``5`` (a throttle of its own, named after the task).
-    ``None`` leaves the task unthrottled, so an app may use this class as its ``task_cls``.
+    names it), a list of them (all must admit the task), or a limit such as ``"5/s"`` or ``5``
+    (a throttle of its own, named after the task). ``None`` leaves the task to the app's
+    ``taskthrottle_throttles`` setting (by task name or glob), else unthrottled, so an app may
+    use this class as its ``task_cls``.
     """
 
-    throttle: ClassVar[Throttle | str | float | None] = None
-    #: Tokens one run takes from the throttle.
-    throttle_cost: ClassVar[int] = 1
+    throttle: ClassVar[ThrottleSpec] = None
+    #: Tokens one run takes from each throttle: a number, or a callable given the task's
+    #: arguments (e.g. ``lambda items: len(items)`` for a batch call).
+    throttle_cost: ClassVar[int | Callable[..., int]] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,84 +100,185 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         value = cls.__dict__.get("throttle")
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             cls.throttle = Throttle(name, Rate.parse(value, owner=owner))
+        elif isinstance(value, (list, tuple)) and value and all(
+                isinstance(item, Throttle) for item in value):
+            if len({t.name for t in value}) != len(value):
+                raise ConfigurationError(f"{owner}: the same throttle is listed twice",
+                                         value=value, owner=owner)
+            cls.throttle = tuple(value)
         elif value is not None and not isinstance(value, Throttle):
             raise ConfigurationError(
-                f"{owner}: throttle must be a Throttle or a limit string such as '10/s', "
-                f"not {value!r}", value=value, owner=owner,
+                f"{owner}: throttle must be a Throttle, a list of Throttles or a limit string "
+                f"such as '10/s', not {value!r}", value=value, owner=owner,
             )
-        throttle = cls.throttle
         cost = cls.throttle_cost
-        if isinstance(throttle, Throttle) and (
-            isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= throttle.burst
-        ):
-            raise ConfigurationError(
-                f"{owner}: throttle_cost {cost!r} must be an integer from 1 to the burst of "
-                f"{throttle!r}", value=cost, owner=owner,
-            )
+        if callable(cost):
+            return
+        for throttle in _as_tuple(cls.throttle):
+            if isinstance(cost, bool) or not isinstance(cost, int) \
+                    or not 1 <= cost <= throttle.capacity:
+                raise ConfigurationError(
+                    f"{owner}: throttle_cost {cost!r} must be an integer from 1 to "
+                    f"{throttle.capacity}, what {throttle!r} can ever grant", value=cost,
+                    owner=owner,
+                )
+
+    def throttles(self, settings: config.Settings | None = None) -> tuple[Throttle, ...]:
+        """This task's throttles: its own, else those the settings give its name."""
+        own = _as_tuple(self.throttle)
+        if own or settings is None:
+            return own
+        return settings.throttles_for(self.name)
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
-        throttle = self.throttle
-        if not isinstance(throttle, Throttle):
-            return
-        if self.request.is_eager:
-            self._admit_eagerly(throttle)
-            return
+        if not _as_tuple(self.throttle) and not self.app.conf.get("taskthrottle_throttles"):
+            return  # unthrottled: no settings to read, nothing to ask
         carried = _Carried.from_request(self.request)
         try:
             settings = config.load(self.app)
         except ConfigurationError as exc:
+            if self.request.is_eager:
+                raise
             # A worker with bad settings must not drop work: hand it back to the fleet.
             countdown = _MISCONFIGURED_DELAY * random.uniform(0.5, 1.0)
             logger.error("%s[%s] not admitted: %s; deferred %.0f s", self.name, task_id, exc,
                          countdown)
-            self._defer(throttle, carried.slot, carried.failures, carried, countdown,
-                        wait=None, reason="misconfigured")
-        # A stall between the decision and the start (a frozen or starved process) would make
-        # this start later than the start gate recorded, bunched with the starts after it.
-        # Measured on this process's monotonic clock, such a start is claimed again. The round
-        # trip is the store's distance, not a stall, unless it takes longer than any network.
-        tolerance = min(max(throttle.rate.interval_us / 2_000_000, 0.005), 0.05)
-        reservation = carried.slot
+            self._defer(None, carried, countdown, wait=None, reason="misconfigured")
+        throttles = self.throttles(settings)
+        if not throttles:
+            return
+        # Wrong arguments for the key or cost can never be admitted: that fails the task, clearly.
+        cost = self._cost(throttles, args, kwargs or {})
+        asks = [_Ask(t, t.key_for(args, kwargs or {})) for t in throttles]
+        if self.request.is_eager:
+            self._admit_eagerly(asks, cost, settings)
+            return
+        self._admit(asks, cost, carried, settings, self._max_inline_wait(settings))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.called_directly:
+            return super().__call__(*args, **kwargs)
+        try:
+            return self.run(*args, **kwargs)
+        except RateLimited as exc:
+            if self.request.is_eager:
+                raise
+            self._pushed_back(exc, args, kwargs)
+
+    def _admit(self, asks: list[_Ask], cost: int, carried: _Carried,
+               settings: config.Settings, inline: float) -> None:
+        """Return once every throttle admits this start; otherwise defer (raise ``Ignore``).
+
+        A start a throttle granted is measured on this process's monotonic clock: one that
+        would come later than that throttle recorded (another throttle asked for a longer
+        wait, or the process stalled) is given back or claimed again, so no throttle sees a
+        start later than it allowed. The round trip is the store's distance, not a stall,
+        unless it takes longer than any network.
+        """
+        tolerance = min(max(min((a.throttle.interval_us for a in asks if a.throttle.limits),
+                                default=100_000) / 2_000_000, 0.005), 0.05)
+        reservations = {carried.held: carried.slot} if carried.slot else {}
+        grants: dict[int, tuple[Decision, float]] = {}
+        lease = self.request.id
         for _ in range(_MAX_RECLAIMS):
-            asked = time.monotonic()
-            decision = self._decide(throttle, reservation, carried, settings)
-            answered = time.monotonic()
-            if not decision.granted:
-                break
-            if decision.wait > 0:
-                time.sleep(decision.wait)
-            stalled = (time.monotonic() - answered - decision.wait
-                       + max(0.0, answered - asked - _ROUND_TRIP_ALLOWANCE))
-            if stalled <= tolerance:
-                task_admitted.send(sender=self, task_id=task_id, throttle=throttle.name,
-                                   deferrals=carried.deferrals, waited=decision.wait)
+            refused: dict[int, Decision] = {}
+            for i in range(len(asks)):
+                if i in grants:
+                    continue
+                asked = time.monotonic()
+                decision = self._decide(asks, i, cost, reservations.get(i), carried, settings,
+                                        inline, lease, grants)
+                answered = time.monotonic()
+                if decision.granted:
+                    late = max(0.0, answered - asked - _ROUND_TRIP_ALLOWANCE)
+                    grants[i] = (decision, answered + decision.wait - late)
+                    reservations.pop(i, None)
+                else:
+                    refused[i] = decision
+            if refused:
+                self._refuse(asks, cost, grants, refused, reservations, carried, settings)
+            latest = max(start for _, start in grants.values())
+            for i, (decision, start) in list(grants.items()):
+                if start < latest - tolerance:  # another throttle wants a later start
+                    self._give_back(asks[i], decision, cost)
+                    del grants[i]
+            if latest > time.monotonic():
+                time.sleep(latest - time.monotonic())
+            if len(grants) < len(asks):
+                continue  # ask the given-back throttles again, now that the latest start is here
+            now = time.monotonic()
+            stalled = {i: now - start for i, (_, start) in grants.items()
+                       if now - start > tolerance}
+            if not stalled:
+                self._admitted(asks, grants, carried, settings)
                 return
             logger.info("%s[%s] stalled %.3f s after its admission: claiming again",
-                        self.name, task_id, stalled)
-            reservation = decision.slot
-        else:  # stalled again and again: let another process have it
-            self._defer(throttle, None, 0, carried, 0.001, wait=None, reason="stalled")
+                        self.name, self.request.id, max(stalled.values()))
+            for i in stalled:
+                reservations[i] = grants.pop(i)[0].slot  # type: ignore[assignment]
+        # Stalled again and again: let another process have it.
+        for i, (decision, _) in grants.items():
+            self._give_back(asks[i], decision, cost)
+        self._defer(asks[0].throttle, carried, 0.001, wait=None, reason="stalled", failures=0)
 
+    def _admitted(self, asks: list[_Ask], grants: dict[int, tuple[Decision, float]],
+                  carried: _Carried, settings: config.Settings) -> None:
+        client = config.client(self.app)
+        leases.hold(self.request.id, [
+            leases.Held(asks[i].throttle, asks[i].key, decision.lease, client, settings.prefix)
+            for i, (decision, _) in grants.items() if decision.lease
+        ])
+        waited = max(decision.wait for decision, _ in grants.values())
+        for ask in asks:
+            task_admitted.send(sender=self, task_id=self.request.id, throttle=ask.throttle.name,
+                               deferrals=carried.deferrals, waited=waited)
+
+    def _refuse(self, asks: list[_Ask], cost: int, grants: dict[int, tuple[Decision, float]],
+                refused: dict[int, Decision], reservations: dict[int, int],
+                carried: _Carried, settings: config.Settings) -> NoReturn:
+        """Some throttle refused: give back what the others granted and defer the task to the
+        latest wait, keeping the reservation that wait belongs to."""
+        def countdown(decision: Decision) -> float:
+            if decision.outcome is Outcome.DENIED:  # beyond max_delay: hop without reserving
+                return settings.max_delay * random.uniform(0.9, 1.0)
+            if decision.outcome is Outcome.BUSY:  # jitter, so a crowd does not return at once
+                return min(max(decision.wait, 0.01), settings.busy_delay) \
+                    * random.uniform(0.5, 1.5)
+            return max(decision.wait, 0.001)
+
+        waits = {i: countdown(decision) for i, decision in refused.items()}
+        latest = max(waits, key=lambda i: waits[i])
+        for i, (decision, _) in grants.items():
+            self._give_back(asks[i], decision, cost)
+        for i, decision in refused.items():
+            if i != latest and decision.outcome is Outcome.RESERVED:
+                self._give_back(asks[i], decision, cost)
+        decision = refused[latest]
+        claimed = reservations.get(latest)
         if decision.outcome is Outcome.DENIED:
-            # Beyond max_delay: hop without reserving; jitter so a crowd does not return at once.
-            countdown = settings.max_delay * random.uniform(0.9, 1.0)
             reason = "horizon"
+        elif decision.outcome is Outcome.BUSY:
+            reason = "busy"
+        elif decision.paused_until and decision.slot and decision.slot <= decision.paused_until \
+                + asks[latest].throttle.interval_us * 2 * len(asks):
+            reason = "paused"
         else:
-            countdown = max(decision.wait, 0.001)
-            reason = ("reserved" if reservation is None
-                      else "early" if decision.slot == reservation  # skewed clocks
+            reason = ("reserved" if claimed is None
+                      else "early" if decision.slot == claimed  # skewed clocks
                       else "gated")  # arrived too late to start without holding others back
-        self._defer(throttle, decision.slot, 0, carried, min(countdown, settings.max_delay),
-                    wait=decision.wait, reason=reason)
+        self._defer(asks[latest].throttle, carried, min(waits[latest], settings.max_delay),
+                    wait=decision.wait, reason=reason, slot=decision.slot, held=latest)
 
-    def _decide(self, throttle: Throttle, reservation: int | None, carried: _Carried,
-                settings: config.Settings) -> Decision:
+    def _decide(self, asks: list[_Ask], i: int, cost: int, reservation: int | None,
+                carried: _Carried, settings: config.Settings, inline: float, lease: str,
+                grants: dict[int, tuple[Decision, float]]) -> Decision:
         """One decision; when Redis fails, the task is deferred with backoff instead."""
+        ask = asks[i]
         try:
-            return throttle.acquire(
-                self.throttle_cost, redis=config.client(self.app), prefix=settings.prefix,
+            return ask.throttle.acquire(
+                cost, key=ask.key, redis=config.client(self.app), prefix=settings.prefix,
                 reserve=True, reservation=reservation, max_delay=settings.max_delay,
-                max_inline_wait=self._max_inline_wait(settings),
+                max_inline_wait=inline, lease=lease,
             )
         except BackendError as exc:
             # Never run unthrottled, never fail: come back later, keeping any reservation.
@@ -166,9 +288,60 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                                    (redis.ConnectionError, redis.TimeoutError, OSError))
             logger.log(logging.WARNING if transient else logging.ERROR,
                        "%s[%s] throttle %r unavailable (%s); deferred %.2f s",
-                       self.name, self.request.id, throttle.name, exc, countdown)
-            self._defer(throttle, reservation, carried.failures + 1, carried, countdown,
-                        wait=None, reason="backend")
+                       self.name, self.request.id, ask.throttle.name, exc, countdown)
+            for j, (granted, _) in grants.items():
+                self._give_back(asks[j], granted, cost, quiet=True)
+            self._defer(ask.throttle, carried, countdown, wait=None, reason="backend",
+                        slot=carried.slot, failures=carried.failures + 1, held=carried.held)
+
+    def _give_back(self, ask: _Ask, decision: Decision, cost: int, *, quiet: bool = False) -> None:
+        try:
+            ask.throttle.give_back(decision, cost, key=ask.key, redis=config.client(self.app),
+                                   prefix=config.load(self.app).prefix)
+        except BackendError as exc:  # what is not given back lapses: safe, just slower
+            if not quiet:
+                logger.warning("%s[%s] could not give back a slot of %r: %s", self.name,
+                               self.request.id, ask.throttle.name, exc)
+
+    def _pushed_back(self, exc: RateLimited, args: Any, kwargs: Any) -> NoReturn:
+        """The vendor said stop: pause the throttles for everyone, then defer this task past
+        the pause (it reserves the first slot after it, like any task arriving meanwhile)."""
+        settings = config.load(self.app)
+        throttles = self.throttles(settings)
+        asks = [_Ask(t, t.key_for(args, kwargs or {})) for t in throttles]
+        paused = [a for a in asks if exc.throttle in (None, a.throttle.name)] or asks
+        leases.release(self.request.id)
+        for ask in paused:
+            try:
+                ask.throttle.pause(exc.retry_after, key=ask.key, redis=config.client(self.app),
+                                   prefix=settings.prefix)
+            except BackendError as error:
+                logger.warning("%s[%s] could not pause %r: %s", self.name, self.request.id,
+                               ask.throttle.name, error)
+        logger.warning("%s[%s] rate limited upstream: %s paused %.3g s%s", self.name,
+                       self.request.id, ", ".join(repr(a.throttle.name) for a in paused),
+                       exc.retry_after, f" ({exc.note})" if exc.note else "")
+        carried = _Carried.from_request(self.request)
+        carried = _Carried(None, carried.deferrals, 0)
+        if not asks:
+            self._defer(None, carried, max(exc.retry_after, 0.001), wait=None, reason="paused")
+        self._admit(asks, self._cost(throttles, args, kwargs or {}), carried, settings, 0.0)
+        # Admitted at once (a pause of 0 s): give it all back and come again right away.
+        leases.release(self.request.id)
+        self._defer(asks[0].throttle, carried, 0.001, wait=0.0, reason="paused")
+
+    def _cost(self, throttles: tuple[Throttle, ...], args: Any, kwargs: Any) -> int:
+        cost = self.throttle_cost
+        if callable(cost):
+            cost = cost(*(args or ()), **kwargs)
+        for throttle in throttles:
+            if isinstance(cost, bool) or not isinstance(cost, int) \
+                    or not 1 <= cost <= throttle.capacity:
+                raise ConfigurationError(
+                    f"task {self.name!r}: cost {cost!r} must be an integer from 1 to "
+                    f"{throttle.capacity}, what {throttle!r} can ever grant", value=cost,
+                    owner=f"task {self.name!r}")
+        return cost
 
     def _max_inline_wait(self, settings: config.Settings) -> float:
         """``taskthrottle_max_inline_wait``, kept to a tenth of any time limit of the task (the
@@ -183,36 +356,52 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         headers = self.request.headers
         if headers and HEADER_SLOT in headers:
             self.request.headers = {k: v for k, v in headers.items()
-                                    if k not in (HEADER_SLOT, HEADER_FAILURES)}
+                                    if k not in (HEADER_SLOT, HEADER_FAILURES, HEADER_HELD)}
         return super().retry(*args, **kwargs)
 
-    def _defer(self, throttle: Throttle, slot: int | None, failures: int, carried: _Carried,
-               countdown: float, *, wait: float | None, reason: str) -> NoReturn:
+    def _defer(self, throttle: Throttle | None, carried: _Carried, countdown: float, *,
+               wait: float | None, reason: str, slot: int | None = None,
+               failures: int | None = None, held: int = 0) -> NoReturn:
         """Re-publish this very task ``countdown`` seconds from now, then end this delivery."""
         request = self.request
         deferrals = carried.deferrals + 1
+        failures = carried.failures if failures is None else failures
+        if reason == "misconfigured":
+            slot, held = carried.slot, carried.held
         headers = {k: v for k, v in (request.headers or {}).items() if k not in _OUR_HEADERS}
         headers[HEADER_DEFERRALS] = deferrals
         if slot:
             headers[HEADER_SLOT] = slot
+            if held:
+                headers[HEADER_HELD] = held
         if failures:
             headers[HEADER_FAILURES] = failures
         # signature_from_request keeps id, args, kwargs, routing, priority, expiry, time
         # limits, links, chain, chord and group; ``retries`` is passed through unchanged.
         self.signature_from_request(request, countdown=countdown, headers=headers).apply_async()
+        name = throttle.name if throttle is not None else None
         logger.info("%s[%s] throttled by %r (%s): deferred %.3f s (deferral %d)",
-                    self.name, request.id, throttle.name, reason, countdown, deferrals)
-        task_throttled.send(sender=self, task_id=request.id, throttle=throttle.name,
+                    self.name, request.id, name, reason, countdown, deferrals)
+        task_throttled.send(sender=self, task_id=request.id, throttle=name,
                             reason=reason, countdown=countdown, wait=wait, slot=slot,
                             deferrals=deferrals)
         raise Ignore()
 
-    def _admit_eagerly(self, throttle: Throttle) -> None:
-        """Eager runs (``apply()``, ``task_always_eager``) wait in place for their token.
+    def _admit_eagerly(self, asks: list[_Ask], cost: int, settings: config.Settings) -> None:
+        """Eager runs (``apply()``, ``task_always_eager``) wait in place for their tokens.
 
-        There is no broker to defer to, so the caller blocks (:meth:`Throttle.wait`) until the
+        There is no broker to defer to, so the caller blocks (:meth:`Throttle.wait`) until each
         shared throttle admits it; a Redis error propagates as ``BackendError``.
         """
-        settings = config.load(self.app)
-        throttle.wait(self.throttle_cost, redis=config.client(self.app), prefix=settings.prefix,
-                      max_delay=settings.max_delay, max_inline_wait=settings.max_inline_wait)
+        for ask in asks:
+            ask.throttle.wait(cost, key=ask.key, redis=config.client(self.app),
+                              prefix=settings.prefix, max_delay=settings.max_delay,
+                              max_inline_wait=settings.max_inline_wait)
+
+
+def _as_tuple(value: object) -> tuple[Throttle, ...]:
+    if isinstance(value, Throttle):
+        return (value,)
+    if isinstance(value, tuple):
+        return value
+    return ()

@@ -13,7 +13,7 @@ from taskthrottle._procs import RedisServer
 
 def state(r: redis.Redis, throttle: Throttle) -> dict[str, int]:
     """The stored schedule (tat) and start gate (sat), microseconds on the Redis clock."""
-    tat, sat = r.get(throttle.key()).split()  # type: ignore[union-attr]
+    _version, _pause, _id, tat, sat = r.get(throttle.redis_key()).split()  # type: ignore[union-attr]
     return {"tat": int(tat), "sat": int(sat)}
 
 
@@ -137,13 +137,13 @@ def test_wait_blocks_until_granted_through_the_shared_bucket(r: redis.Redis) -> 
 def test_every_write_expires_when_the_bucket_is_full_again(r: redis.Redis) -> None:
     t = Throttle("ttl", "10/s", burst=2)
     t.acquire(redis=r)
-    assert 0 < r.pttl(t.key()) <= 101
+    assert 0 < r.pttl(t.redis_key()) <= 101
     for _ in range(5):
         t.acquire(redis=r, reserve=True)
     # six tokens taken at 10/s: the bucket is full again 600 ms later, and not before
-    assert 590 < r.pttl(t.key()) <= 601
+    assert 590 < r.pttl(t.redis_key()) <= 601
     time.sleep(0.65)
-    assert 0 == r.exists(t.key())
+    assert 0 == r.exists(t.redis_key())
 
 
 def test_the_key_is_under_the_prefix_with_the_name_as_hash_tag(r: redis.Redis) -> None:

@@ -1,88 +1,207 @@
--- acquire.lua — one admission decision for one throttle, atomically.
+-- acquire.lua — one admission decision for one bucket of a throttle, across all its limits,
+-- atomically: every limit agrees on one start time or nothing is taken from any of them.
 --
--- Algorithm: GCRA (the virtual-scheduling form of a token bucket) kept twice in one key:
---   tat  the schedule: the theoretical arrival time after every grant *and reservation*.
---        A denied caller reserves the next free slot here, so a backlog is deferred once.
---   sat  the start gate: the same GCRA over admissions that actually start. It is what keeps
---        the bound on *starts*: a reserved task may arrive late (a busy pool, a stalled
---        worker) and would otherwise start bunched with the tasks after it.
--- A start may be moved by up to `inline` (the caller sleeps it out). A claim the gate would
--- hold back longer is bumped: it takes a fresh slot behind the gate and the schedule, so the
--- one late task pays, not every task after it (no cascade, no polling).
--- A value in the past is the same as no value (a full bucket), so the key may expire at
--- max(tat, sat): it lives exactly as long as the bucket needs to refill.
+-- Limits (the spec, ARGV[1], or the operator's override stored in KEYS[2]):
+--   b<interval>:<burst>  token bucket, as GCRA kept twice:
+--        tat  the schedule: the theoretical arrival time after every grant *and reservation*
+--             (a denied caller reserves the next free slot here, so a backlog is deferred once);
+--        sat  the start gate: the same GCRA over admissions that actually start. A reserved task
+--             may arrive late (a busy pool, a stalled worker) and would otherwise start bunched
+--             with the tasks after it. A late claim the gate would hold back longer than `inline`
+--             is bumped to a fresh slot: the one late task pays, not every task after it.
+--   w<period>:<count>    exact sliding window: a sorted set of start times (score, microseconds),
+--        grants and reservations alike. A start at t is allowed when fewer than count-cost+1
+--        entries are later than t-period: then no window of length `period` that holds t holds
+--        more than `count` (future reservations are counted too, so this is safe, if cautious).
+--        Entries older than one period are trimmed on every decision; the key expires one
+--        period after its newest entry.
+--   ARGV[7] "<cap>:<lease>"  concurrency cap (not overridable): a sorted set of leases, score =
+--        expiry (microseconds). A grant adds the caller's lease; a full set answers BUSY and
+--        takes nothing from the rate limits.
+-- A pause (KEYS[2] field `pause`: the whole throttle; the bucket's own, in its state) is one more
+-- limit: nothing starts before it ends.
 --
--- KEYS[1]  the throttle's state: the string "<tat> <sat>" (microseconds on the Redis clock)
--- ARGV[1]  interval  microseconds per token (ceil(period / count))
--- ARGV[2]  burst     tokens the bucket holds
--- ARGV[3]  cost      tokens this decision takes (1 <= cost <= burst)
--- ARGV[4]  slot      microseconds: the reservation the caller holds; 0 for a fresh request
--- ARGV[5]  horizon   microseconds: a slot further ahead than this is not reserved; < 0: never
--- ARGV[6]  inline    microseconds: a start at most this far ahead is GRANTED (caller sleeps)
+-- KEYS[1]  the bucket: the string "<version> <pause> {<id> <tat> <sat>}" (id = "<interval>:<burst>");
+--          its windows are KEYS[1]..':w'..<period> and its leases KEYS[1]..':c' (same hash tag)
+-- KEYS[2]  the throttle's control hash: `spec` (an override of the limits), `pause`
+-- ARGV[1]  spec     the limits of the code, e.g. "b100000:1 w10000000:20"
+-- ARGV[2]  cost     tokens (window entries) this decision takes
+-- ARGV[3]  slot     microseconds: the reservation the caller holds; 0 for a fresh request
+-- ARGV[4]  horizon  microseconds: a slot further ahead than this is not reserved; < 0: never
+-- ARGV[5]  inline   microseconds: a start at most this far ahead is GRANTED (caller sleeps)
+-- ARGV[6]  lease    the caller's lease id (concurrency only)
+-- ARGV[7]  cap      "<cap>:<lease microseconds>" or ""
 --
--- Returns the string "<code> <wait> <slot> <now>", integers (microseconds; one bulk reply is
--- cheaper to carry and parse than an array of four):
---   1 GRANTED   the start is recorded; begin after `wait` (0 <= wait <= inline)
---   2 RESERVED  `slot` is held; come back after `wait` with it (the same slot as the caller's
---               if it came early; a new one if it was bumped)
---   3 DENIED    nothing is held (a claimed slot is given up); try again after `wait`
+-- Returns "<code> <wait> <slot> <now> <ticket> <paused-until>" (integers, microseconds):
+--   1 GRANTED   recorded on every limit; begin after `wait`, at `slot` (0 <= wait <= inline)
+--   2 RESERVED  `slot` is held on every limit; come back after `wait` with it
+--   3 DENIED    nothing is held (a claimed slot is given up); the next slot is beyond horizon
+--   4 BUSY      the concurrency cap is full; nothing taken (a claimed slot is kept);
+--               `wait` = until the oldest lease expires (an upper bound)
+--   5 NEVER     `cost` exceeds what a limit can ever grant (an override made it so)
+-- `ticket` = version * 2 + fresh, 0 if nothing was written: give_back.lua undoes the schedule
+-- and gate of a fresh decision only if nothing was written after it (version unchanged).
 -- Clock: redis.call('TIME') only; never the caller's.
--- Cost: one TIME, one GET and at most one SET ... PX per decision.
 
-local key = KEYS[1]
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local slot = tonumber(ARGV[4])
-local horizon = tonumber(ARGV[5])
-local inline = tonumber(ARGV[6])
-local max = math.max
+local bkey, ckey = KEYS[1], KEYS[2]
+local cost = tonumber(ARGV[2])
+local slot = tonumber(ARGV[3])
+local horizon = tonumber(ARGV[4])
+local inline = tonumber(ARGV[5])
+local member = ARGV[6]
+local max, min = math.max, math.min
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
-local tat, sat = now, now
-local stored = redis.call('GET', key)
-if stored then
-  local a, b = string.match(stored, '^(%d+) (%d+)$')
-  tat, sat = tonumber(a), tonumber(b)
-end
--- How far ahead of a token's theoretical arrival a conforming admission may come.
-local tolerance = (burst - cost) * interval
-local increment = cost * interval
+local control = redis.call('HMGET', ckey, 'spec', 'pause')
+local spec = control[1] or ARGV[1]
+local pause = tonumber(control[2]) or 0
 
--- The answer, and what to store (new_tat == nil: nothing changes).
-local code, wait, at, new_tat, new_sat
+local version, own_pause, state = 0, 0, {}
+local stored = redis.call('GET', bkey)
+if stored then
+  local it = string.gmatch(stored, '%S+')
+  version, own_pause = tonumber(it()), tonumber(it())
+  for id in it do
+    state[id] = {tonumber(it()), tonumber(it())}
+  end
+end
+pause = max(pause, own_pause)
+
+local buckets, windows = {}, {}
+for kind, a, b in string.gmatch(spec, '(%a)(%d+):(%d+)') do
+  local x, y = tonumber(a), tonumber(b)
+  if cost > y then
+    return string.format('5 0 0 %d %d 0', now, version)
+  end
+  if kind == 'b' then
+    local id = a .. ':' .. b
+    local s = state[id] or {now, now}
+    buckets[#buckets + 1] = {id = id, tat = s[1], sat = s[2], inc = cost * x,
+                             tol = (y - cost) * x}
+  elseif kind == 'w' then
+    local key = bkey .. ':w' .. a
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - x)
+    windows[#windows + 1] = {key = key, period = x, count = y}
+  end
+end
+
+local lkey, cap, lease = bkey .. ':c', nil, nil
+local busy, busy_wait = false, 0
+if ARGV[7] ~= '' then
+  local c, l = string.match(ARGV[7], '^(%d+):(%d+)$')
+  cap, lease = tonumber(c), tonumber(l)
+  redis.call('ZREMRANGEBYSCORE', lkey, '-inf', now)
+  if not redis.call('ZSCORE', lkey, member) and redis.call('ZCARD', lkey) >= cap then
+    busy = true
+    local oldest = redis.call('ZRANGE', lkey, 0, 0, 'WITHSCORES')
+    busy_wait = tonumber(oldest[2]) - now
+  end
+end
+
+-- Window entries at one score are interchangeable, so a slot's entries are found by score.
+local function drop(w, at)
+  local mine = redis.call('ZRANGEBYSCORE', w.key, at, at, 'LIMIT', 0, cost)
+  if #mine > 0 then redis.call('ZREM', w.key, unpack(mine)) end
+  return #mine
+end
+
+local code, wait, at
+local writes = false  -- does the state string change?
+local fresh = 0  -- 1: this decision took a new slot on the schedule (give_back may undo it)
+local add_at, move_from = nil, nil  -- window entries to add at `add_at` (moved from `move_from`)
 
 if slot ~= 0 and horizon >= 0 and slot - now > horizon then
   slot = 0  -- no reservation lies that far ahead: a forged or corrupted header, ask afresh
 end
 if slot ~= 0 then
-  local start = max(now, slot, sat - tolerance)
   if slot - now > inline then
     -- Early by the Redis clock (skewed worker clocks): keep the reservation, nothing changes.
     code, wait, at = 2, slot - now, slot
-  elseif start - now <= inline then
-    code, wait, at, new_tat, new_sat = 1, start - now, slot, tat, max(sat, start) + increment
+  else
+    local start = max(now, slot, pause)
+    for _, b in ipairs(buckets) do start = max(start, b.sat - b.tol) end
+    local fits = start - now <= inline
+    if fits and start > slot then
+      -- Late: the entries move from the slot to the start, if no window gets too full.
+      for _, w in ipairs(windows) do
+        local later = redis.call('ZCOUNT', w.key, string.format('(%d', start - w.period), '+inf')
+        if slot > start - w.period then
+          later = later - #redis.call('ZRANGEBYSCORE', w.key, slot, slot, 'LIMIT', 0, cost)
+        end
+        if later > w.count - cost then fits = false break end
+      end
+    end
+    if fits and busy then
+      code, wait, at = 4, busy_wait, slot
+    elseif fits then
+      code, wait, at, writes = 1, start - now, start, true
+      for _, b in ipairs(buckets) do b.sat = max(b.sat, start) + b.inc end
+      if start > slot then add_at, move_from = start, slot end
+    else
+      -- Bumped: starting this late claim would hold back the starts after it.
+      for _, w in ipairs(windows) do drop(w, slot) end
+    end
   end
-  -- else bumped: starting this late claim would hold back every start after it.
 end
 
 if code == nil then
-  -- A fresh slot: the earliest time both the schedule and the start gate allow.
-  at = max(now, tat - tolerance, sat - tolerance)
-  wait = at - now
-  if wait <= inline then
-    code, new_tat, new_sat = 1, max(tat, at) + increment, max(sat, at) + increment
-  elseif horizon < 0 or wait > horizon then
-    code, at = 3, 0
+  if busy then
+    code, wait, at = 4, busy_wait, 0
   else
-    code, new_tat, new_sat = 2, max(tat, at) + increment, sat
+    -- A fresh slot: the earliest time every limit allows.
+    at = max(now, pause)
+    for _, b in ipairs(buckets) do at = max(at, b.tat - b.tol, b.sat - b.tol) end
+    for _, w in ipairs(windows) do
+      local j = redis.call('ZCARD', w.key) - w.count + cost  -- this entry must leave the window
+      if j >= 1 then
+        local e = redis.call('ZRANGE', w.key, j - 1, j - 1, 'WITHSCORES')
+        at = max(at, tonumber(e[2]) + w.period)
+      end
+    end
+    wait = at - now
+    fresh = 1
+    if wait <= inline then
+      code, writes, add_at = 1, true, at
+      for _, b in ipairs(buckets) do
+        b.tat, b.sat = max(b.tat, at) + b.inc, max(b.sat, at) + b.inc
+      end
+    elseif horizon < 0 or wait > horizon then
+      code, at = 3, 0
+    else
+      code, writes, add_at = 2, true, at
+      for _, b in ipairs(buckets) do b.tat = max(b.tat, at) + b.inc end
+    end
   end
 end
 
-if new_tat then
-  redis.call('SET', key, string.format('%d %d', new_tat, new_sat),
-             'PX', math.ceil((max(new_tat, new_sat) - now) / 1000) + 1)
+if writes then
+  version = version + 1
+  local expires = max(now, own_pause)
+  for _, w in ipairs(windows) do
+    if move_from then drop(w, move_from) end
+    if add_at then
+      for i = 1, cost do redis.call('ZADD', w.key, add_at, version .. '.' .. i) end
+    end
+    local newest = redis.call('ZRANGE', w.key, -1, -1, 'WITHSCORES')
+    if #newest > 0 then
+      local ends = tonumber(newest[2]) + w.period
+      redis.call('PEXPIRE', w.key, math.ceil((ends - now) / 1000) + 1)
+      expires = max(expires, ends)  -- the state outlives its entries: versions stay unique
+    end
+  end
+  local parts = {string.format('%d %d', version, own_pause)}
+  for _, b in ipairs(buckets) do
+    parts[#parts + 1] = string.format('%s %d %d', b.id, b.tat, b.sat)
+    expires = max(expires, b.tat, b.sat)
+  end
+  redis.call('SET', bkey, table.concat(parts, ' '),
+             'PX', math.ceil((expires - now) / 1000) + 1)
+  if code == 1 and cap then
+    redis.call('ZADD', lkey, now + lease, member)
+    redis.call('PEXPIRE', lkey, math.ceil(lease / 1000) + 1)
+  end
 end
-return string.format('%d %d %d %d', code, wait, at, now)
+return string.format('%d %d %d %d %d %d', code, wait, at, now, writes and version * 2 + fresh or 0,
+                     pause > now and pause or 0)
