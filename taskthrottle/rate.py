@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .exceptions import ConfigurationError
 
 _UNITS: dict[str, float] = {
+    "ms": 0.001, "msec": 0.001,
     "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
     "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
     "h": 3600.0, "hour": 3600.0, "hours": 3600.0,
@@ -21,7 +22,7 @@ _GRAMMAR = re.compile(
     rf"^\s*(?P<count>{_NUMBER})\s*(?:/\s*(?P<mult>{_NUMBER})?\s*(?P<unit>[a-z]+))?\s*$",
     re.IGNORECASE,
 )
-GRAMMAR_HELP = "expected 'N' (per second) or 'N/unit' or 'N/Kunit', unit one of s, m, min, h, d"
+GRAMMAR_HELP = "expected 'N' (per second) or 'N/unit' or 'N/Kunit', unit one of ms, s, m, min, h, d"
 
 
 @dataclass(frozen=True, slots=True)
