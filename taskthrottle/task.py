@@ -196,30 +196,43 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 else:
                     refused[i] = decision
             if refused:
-                self._refuse(asks, cost, grants, refused, reservations, carried, settings)
+                self._refuse(asks, cost, grants, refused, reservations, carried, settings,
+                             inline)
             latest = max(start for _, start in grants.values())
             for i, (decision, start) in list(grants.items()):
                 if start < latest - tolerance:  # another throttle wants a later start
                     self._give_back(asks[i], decision, cost)
                     del grants[i]
-            if latest > time.monotonic():
+            slept = latest > time.monotonic()
+            if slept:
                 time.sleep(latest - time.monotonic())
             if len(grants) < len(asks):
                 continue  # ask the given-back throttles again, now that the latest start is here
             now = time.monotonic()
             stalled = {i: now - start for i, (_, start) in grants.items()
                        if now - start > tolerance}
+            if slept:  # a pause (a 429 elsewhere) that landed while this task slept stops it
+                stalled.update({i: 0.0 for i, (decision, _) in grants.items()
+                                if self._paused_after(asks[i], decision, settings)})
             if not stalled:
                 self._admitted(asks, grants, carried, settings)
                 return
-            logger.info("%s[%s] stalled %.3f s after its admission: claiming again",
-                        self.name, self.request.id, max(stalled.values()))
+            logger.info("%s[%s] stalled %.3f s after its admission (or paused meanwhile): "
+                        "claiming again", self.name, self.request.id, max(stalled.values()))
             for i in stalled:
                 reservations[i] = grants.pop(i)[0].slot  # type: ignore[assignment]
         # Stalled again and again: let another process have it.
         for i, (decision, _) in grants.items():
             self._give_back(asks[i], decision, cost)
         self._defer(asks[0].throttle, carried, 0.001, wait=None, reason="stalled", failures=0)
+
+    def _paused_after(self, ask: _Ask, decision: Decision, settings: config.Settings) -> bool:
+        try:
+            until = ask.throttle.paused_until(key=ask.key, redis=config.client(self.app),
+                                              prefix=settings.prefix)
+        except BackendError:
+            return False  # the decision stands; the next one will meet the outage
+        return decision.slot is not None and until > decision.slot
 
     def _admitted(self, asks: list[_Ask], grants: dict[int, tuple[Decision, float]],
                   carried: _Carried, settings: config.Settings) -> None:
@@ -235,16 +248,22 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
 
     def _refuse(self, asks: list[_Ask], cost: int, grants: dict[int, tuple[Decision, float]],
                 refused: dict[int, Decision], reservations: dict[int, int],
-                carried: _Carried, settings: config.Settings) -> NoReturn:
+                carried: _Carried, settings: config.Settings, inline: float) -> NoReturn:
         """Some throttle refused: give back what the others granted and defer the task to the
-        latest wait, keeping the reservation that wait belongs to."""
+        latest wait, keeping the reservation that wait belongs to.
+
+        A reserved task is sent back a little early (half the inline wait, at most 0.1 s): a
+        delivery is never early by the broker's clock, often late by a few milliseconds, and
+        a late claim may have to be bumped; an early one sleeps out the rest and starts on
+        its slot."""
+        lead = min(inline / 2, 0.1)
         def countdown(decision: Decision) -> float:
             if decision.outcome is Outcome.DENIED:  # beyond max_delay: hop without reserving
                 return settings.max_delay * random.uniform(0.9, 1.0)
             if decision.outcome is Outcome.BUSY:  # jitter, so a crowd does not return at once
                 return min(max(decision.wait, 0.01), settings.busy_delay) \
                     * random.uniform(0.5, 1.5)
-            return max(decision.wait, 0.001)
+            return max(decision.wait - lead, 0.001)
 
         waits = {i: countdown(decision) for i, decision in refused.items()}
         latest = max(waits, key=lambda i: waits[i])

@@ -109,9 +109,10 @@ class Limit:
         burst: a token bucket's capacity: how many may start back to back after an idle
             spell (default 1, like Celery's own bucket).
         exact: an exact sliding window instead: never more than ``N`` starts in any window of
-            length ``P``. Kept as one sorted-set entry per admission for one period, so use it
-            for quotas (``"10000/d"``) and windows where the bucket's ``burst + N`` would be
-            too many.
+            length ``P`` (the window is kept ``min(P/20, 50 ms)`` longer, for the moment between
+            a decision and the body's start). Kept as one sorted-set entry per admission for
+            one period, so use it for quotas (``"10000/d"``) and windows where the bucket's
+            ``burst + N`` would be too many.
 
     A limit can also be written as text: ``"10/s"``, ``"10/s,burst=5"``, ``"20/10s,exact"``.
     """
@@ -174,7 +175,8 @@ class Limit:
     def spec(self) -> str:
         """The limit as ``lua/acquire.lua`` reads it."""
         if self.exact:
-            return f"w{round(self.rate.period * 1_000_000)}:{int(self.rate.count)}"
+            period = round(self.rate.period * 1_000_000)
+            return f"w{period + min(period // 20, _WINDOW_GUARD_US)}:{int(self.rate.count)}"
         return f"b{self.rate.interval_us}:{self.burst}"
 
     def __str__(self) -> str:
@@ -451,6 +453,23 @@ class Throttle:
             self._call("pause", (self.control_key(prefix),), ("control", span), client)
         return until
 
+    def paused_until(self, *, key: object = None, redis: _redis.Redis | None = None,
+                     prefix: str = DEFAULT_PREFIX) -> int:
+        """Until when (Redis microseconds) a start from this bucket is paused; 0 if it is not
+        (or a pause ended: compare with the Redis clock). One read, no decision."""
+        client = redis if redis is not None else self._default_client()
+        bucket, control = self._bucket(key, prefix)
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.get(bucket)
+            pipe.hget(control, "pause")
+            state, pause = pipe.execute()
+        except redis_errors as exc:
+            raise BackendError(f"throttle {self.name!r}: reading its pause failed: {exc}",
+                               throttle=self.name) from exc
+        own = state.split(b" ", 2)[1] if state and state.count(b" ") >= 1 else b"0"
+        return max(int(own or 0), int(pause or 0))
+
     def renew(self, lease: str, *, key: object = None, redis: _redis.Redis | None = None,
               prefix: str = DEFAULT_PREFIX) -> bool:
         """Extend a concurrency lease by :attr:`lease` seconds; False if it had lapsed."""
@@ -548,6 +567,10 @@ def _check_key(key: object, owner: str) -> str | KeyFunc | None:
 redis_errors = (_redis.RedisError, OSError, ValueError, TypeError)
 #: The longest a bucket may take to refill (keeps every timestamp an exact Lua number).
 _MAX_SPAN_US = 2**48
+#: An exact window is kept this much longer than its period (at most; 1/20 of a short period):
+#: a body starts a little after its decision, and a start that comes a few milliseconds late
+#: must not share a window with the start one period after its slot.
+_WINDOW_GUARD_US = 50_000
 _names: weakref.WeakValueDictionary[str, Throttle] = weakref.WeakValueDictionary()
 _names_lock = threading.Lock()
 

@@ -8,13 +8,14 @@ throttle store), ``FLEET_RECORD`` (where tasks record what they saw, timed by th
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import redis
 from celery import Celery
 from celery.signals import worker_process_init
 
-from taskthrottle import Throttle, ThrottledTask, task_throttled
+from taskthrottle import Limit, RateLimited, Throttle, ThrottledTask, task_throttled
 from taskthrottle.task import HEADER_DEFERRALS
 
 app = Celery("fleet", broker=os.environ.get("FLEET_BROKER", "memory://"))
@@ -70,6 +71,13 @@ hops = Throttle("fleet-hops", "1/5s")
 hops_too = Throttle("fleet-hops-too", "1/5s")
 stall = Throttle("fleet-stall", "20/s")
 fast = Throttle("fleet-fast", "100/s")
+multi = Throttle("fleet-multi", "10/s", Limit("30/5s", exact=True))
+window = Throttle("fleet-window", Limit("20/10s", exact=True))
+vendor = Throttle("fleet-vendor", "30/s")
+tenant = Throttle("fleet-tenant", "20/s", key="{tenant}")
+reports = Throttle("fleet-reports", concurrency=3, lease=3)
+upstream = Throttle("fleet-upstream", "10/s")
+tunable = Throttle("fleet-tunable", "20/s")
 
 
 @app.task(bind=True, base=ThrottledTask, throttle=main, name="fleet.main")
@@ -128,6 +136,47 @@ def flaky(self: Any) -> dict[str, Any]:
     if self.request.retries == 0:
         raise self.retry(countdown=0.1)
     return seen
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=multi, name="fleet.multi")
+def multi_task(self: Any, i: int) -> dict[str, Any]:
+    return mark("multi", self, i=i)
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=window, name="fleet.window")
+def window_task(self: Any, i: int) -> dict[str, Any]:
+    return mark("window", self, i=i)
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=[vendor, tenant], name="fleet.tenant")
+def tenant_task(self: Any, i: int, *, tenant: str) -> dict[str, Any]:
+    return mark("tenant", self, i=i, tenant=tenant)
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report")
+def report_task(self: Any, i: int, seconds: float) -> dict[str, Any]:
+    """Counts the tasks running right now in the record Redis: the cap, as the tasks see it."""
+    running = record().incr("running")
+    try:
+        seen = mark("report", self, i=i, running=running)
+        time.sleep(seconds)
+        return seen
+    finally:
+        record().decr("running")
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=upstream, name="fleet.call_vendor")
+def call_vendor(self: Any, i: int) -> dict[str, Any]:
+    """A vendor that answers 429 (Retry-After: 2) to the first call of the run."""
+    seen = mark("vendor", self, i=i)
+    if record().set("vendor:said-429", seen["at"], nx=True):
+        raise RateLimited("2")
+    return seen
+
+
+@app.task(bind=True, base=ThrottledTask, throttle=tunable, name="fleet.tunable")
+def tunable_task(self: Any, i: int) -> dict[str, Any]:
+    return mark("tunable", self, i=i)
 
 
 @app.task(name="fleet.collect")

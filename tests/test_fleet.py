@@ -52,7 +52,8 @@ def test_three_workers_start_at_most_11_in_any_second(app: Any, rec: redis.Redis
     for t in throttled:
         assert t["reason"] in {"reserved", "early", "gated"}
         assert 0 < t["countdown"] <= t["max_delay"]
-        assert t["wait"] == t["countdown"]
+        # sent back up to 0.1 s early (half the inline wait) to sleep out the rest on its slot
+        assert t["wait"] - 0.1 - 1e-6 <= t["countdown"] <= t["wait"]
 
     # nothing the throttle wrote is left without an expiry
     keys = list(r.scan_iter("*"))

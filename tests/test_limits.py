@@ -49,12 +49,12 @@ def test_a_reservation_holds_on_every_limit_at_the_same_slot(r: redis.Redis) -> 
     third = t.acquire(redis=r, reserve=True)
     assert (Outcome.GRANTED, Outcome.GRANTED, Outcome.RESERVED) == (
         first.outcome, second.outcome, third.outcome)
-    assert third.slot == first.slot + SECOND  # type: ignore[operator]  # the window's wait wins
+    assert third.slot == first.slot + 1_050_000  # type: ignore[operator]  # the window wins (+guard)
     # the window holds the reservation: the next one queues behind it, one period after 2nd
     fourth = t.acquire(redis=r, reserve=True)
-    assert fourth.slot == second.slot + SECOND  # type: ignore[operator]
+    assert fourth.slot == second.slot + 1_050_000  # type: ignore[operator]
     assert [first.slot, second.slot, third.slot, fourth.slot] == [
-        int(score) for _, score in r.zrange(t.redis_key() + ":w1000000", 0, -1, withscores=True)]
+        int(score) for _, score in r.zrange(t.redis_key() + ":w1050000", 0, -1, withscores=True)]
     # the bucket holds it too: its schedule is past the last slot
     _, _, _, tat, _ = r.get(t.redis_key()).split()  # type: ignore[union-attr]
     assert int(tat) >= fourth.slot + 100_000  # type: ignore[operator]
@@ -83,11 +83,11 @@ def test_window_entries_are_trimmed_and_expire_one_period_after_the_newest(r: re
     t = Throttle("exact-expiry", Limit("3/300ms", exact=True))
     for _ in range(3):
         t.acquire(redis=r)
-    key = t.redis_key() + ":w300000"
+    key = t.redis_key() + ":w315000"
     assert 3 == r.zcard(key)
-    assert 0 < r.pttl(key) <= 301
-    assert 0 < r.pttl(t.redis_key()) <= 301  # the state outlives no entry
-    time.sleep(0.32)
+    assert 0 < r.pttl(key) <= 316  # one period and its guard
+    assert 0 < r.pttl(t.redis_key()) <= 316  # the state outlives no entry
+    time.sleep(0.33)
     assert 0 == r.exists(key, t.redis_key())
     assert [Outcome.GRANTED] * 3 == [t.acquire(redis=r).outcome for _ in range(3)]
 
@@ -98,14 +98,14 @@ def test_a_late_claim_in_a_full_window_is_bumped_not_squeezed_in(r: redis.Redis)
     c = t.acquire(redis=r, reserve=True)  # at a + 200 ms
     d = t.acquire(redis=r, reserve=True)  # at b + 200 ms
     e = t.acquire(redis=r, reserve=True)  # at c + 200 ms
-    assert c.slot == a.slot + 200_000
-    assert e.slot == c.slot + 200_000
+    assert c.slot == a.slot + 210_000
+    assert e.slot == c.slot + 210_000
     time.sleep((c.slot - redis_now(r)) / 1e6 + 0.03)  # type: ignore[operator]  # c is 30 ms late
     late = t.acquire(redis=r, reserve=True, reservation=c.slot, max_inline_wait=0.05)
     # starting c 30 ms late would put c, d and e in one 200 ms window: bumped behind e
     assert Outcome.RESERVED == late.outcome
-    assert late.slot >= d.slot + 200_000  # type: ignore[operator]
-    entries = [int(s) for _, s in r.zrange(t.redis_key() + ":w200000", 0, -1, withscores=True)]
+    assert late.slot >= d.slot + 210_000  # type: ignore[operator]
+    entries = [int(s) for _, s in r.zrange(t.redis_key() + ":w210000", 0, -1, withscores=True)]
     assert max_in_window(entries, 200_000 - 1) <= 2
 
 
@@ -117,8 +117,8 @@ def test_an_exact_window_needs_a_whole_count() -> None:
 
 
 @pytest.mark.parametrize(("text", "spec"), [
-    ("10/s", "b100000:1"), ("10/s,burst=5", "b100000:5"), ("20/10s,exact", "w10000000:20"),
-    (" 5/m , exact ", "w60000000:5"),
+    ("10/s", "b100000:1"), ("10/s,burst=5", "b100000:5"), ("20/10s,exact", "w10050000:20"),
+    (" 5/m , exact ", "w60050000:5"),
 ])
 def test_limit_text(text: str, spec: str) -> None:
     assert spec == Limit.parse(text).spec
@@ -321,7 +321,7 @@ def test_a_grant_given_back_at_once_restores_the_bucket(r: redis.Redis) -> None:
     t = Throttle("given-back", "1/h", Limit("1/h", exact=True))
     d = t.acquire(redis=r)
     assert t.give_back(d, redis=r)
-    assert 0 == r.zcard(t.redis_key() + ":w3600000000")
+    assert 0 == r.zcard(t.redis_key() + ":w3600050000")
     assert t.acquire(redis=r).granted
 
 

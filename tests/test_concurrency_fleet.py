@@ -1,0 +1,68 @@
+"""A fleet-wide concurrency cap on three real workers × 4 processes: counted by the tasks
+themselves in the record Redis; leases renewed while tasks run and lapsing when a worker dies."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from fleetlib import fleet, records, wait_for
+
+from taskthrottle import Outcome
+from taskthrottle._procs import RedisServer
+
+pytestmark = pytest.mark.fleet
+
+SECOND = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def app(server: RedisServer) -> Iterator[Any]:
+    server.client(1).flushdb()
+    with fleet(server.url(1), server.url(0), server.url(2), count=3, concurrency=4) as fleet_app:
+        yield fleet_app
+
+
+def test_never_more_than_3_running_and_all_done(app: Any, rec: redis.Redis,
+                                                r: redis.Redis) -> None:
+    results = [app.report_task.delay(i, 1.0) for i in range(30)]
+    values = [result.get(timeout=120) for result in results]
+    starts = records(rec, "starts:report")
+    assert 30 == len(values) == len({s["id"] for s in starts}) == len(starts)
+    assert max(s["running"] for s in starts) <= 3  # as the tasks themselves counted
+    assert 3 == max(s["running"] for s in starts)  # and the cap was used
+    assert {0} == {s["retries"] for s in starts}
+    throttled = [t for t in records(rec, "throttled") if t["task"] == "fleet.report"]
+    assert {"busy"} == {t["reason"] for t in throttled}
+    assert len({round(t["countdown"], 3) for t in throttled}) > len(throttled) // 2  # jittered
+    assert 0 == r.zcard(app.reports.redis_key() + ":c")  # every lease given back
+
+
+def test_renewal_keeps_the_slot_and_a_killed_worker_gives_it_back(
+        app: Any, rec: redis.Redis, r: redis.Redis) -> None:
+    lease = app.reports.lease  # 3 s
+    results = [app.report_task.delay(i, 3.2 * lease) for i in range(3)]
+    wait_for(lambda: rec.llen("starts:report") >= 3, 30, "three long tasks running")
+    time.sleep(2.5 * lease)  # well past the lease: only renewal keeps the slots
+    probe = app.reports.acquire(redis=r, lease="probe")
+    assert Outcome.BUSY == probe.outcome
+    assert 3 == r.zcard(app.reports.redis_key() + ":c")
+
+    victim = next(s["hostname"] for s in records(rec, "starts:report"))
+    app.workers.kill(app.workers.hostnames.index(victim), signal.SIGKILL)
+    killed = time.monotonic()
+    while not (probe := app.reports.acquire(redis=r, lease="probe")).granted:
+        assert time.monotonic() - killed <= lease + 1, "the dead worker's slot did not lapse"
+        time.sleep(0.05)
+    assert time.monotonic() - killed <= lease + 1
+    assert app.reports.release("probe", redis=r)
+    host_of = {s["id"]: s["hostname"] for s in records(rec, "starts:report")}
+    survivors = [result for result in results if host_of[result.id] != victim]
+    for result in survivors:  # the others ran to the end, holding their slots
+        assert result.get(timeout=30)["running"] <= 3
+    assert Counter(host_of.values())[victim] >= 1
