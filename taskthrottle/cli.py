@@ -45,8 +45,14 @@ def main() -> None:
               help="print one JSON object (with --compare: keyed by mode)")
 @click.option("--vendor-bind", default="127.0.0.1:0", show_default=True,
               help="HOST:PORT for the vendor API (a fixed port for --workers 0)")
+@click.option("--scenario", default="rate", show_default=True,
+              type=click.Choice(["rate", "quota", "tenants", "429"]),
+              help="what the vendor enforces: rate: its per-second limit; quota: also an exact "
+                   "quota in any 10 s; tenants: its limit per tenant (a loud one, then a quiet "
+                   "one); 429: its limit plus one 429 with Retry-After (an upstream hiccup)")
 def demo(workers: int, concurrency: int, tasks: int, rate: str, burst: int,
-         redis_url: str | None, compare: bool, as_json: bool, vendor_bind: str) -> None:
+         redis_url: str | None, compare: bool, as_json: bool, vendor_bind: str,
+         scenario: str) -> None:
     """Run M tasks against a vendor API that answers 429 past its limit, on K real workers."""
     from .demo.runner import MODES, Options, failed, redis_for, render, run_mode, stderr_progress
 
@@ -61,8 +67,13 @@ def demo(workers: int, concurrency: int, tasks: int, rate: str, burst: int,
     if workers == 0 and not redis_url:
         raise click.BadParameter("--workers 0 needs the workers' --redis-url",
                                  param_hint="--workers")
+    if workers == 0 and scenario != "rate":
+        # already-running workers read their scenario from their own environment
+        raise click.BadParameter("--workers 0 runs only --scenario rate",
+                                 param_hint="--scenario")
     options = Options(workers=workers, concurrency=concurrency, tasks=tasks, rate=rate,
-                      burst=burst, redis_url=redis_url, vendor_bind=(host, int(port)))
+                      burst=burst, redis_url=redis_url, vendor_bind=(host, int(port)),
+                      scenario=scenario)
     progress = stderr_progress(True)
     modes = MODES if compare else MODES[:1]
     with redis_for(options) as (broker, store):
@@ -73,9 +84,10 @@ def demo(workers: int, concurrency: int, tasks: int, rate: str, burst: int,
         click.echo(json.dumps(payload, indent=2))
     else:
         click.echo(f"{tasks} tasks, {workers} workers x {concurrency} processes, limit {rate} "
-                   f"burst {burst}; counted on the vendor's clock\n")
+                   f"burst {burst}; counted on the vendor's clock"
+                   + ("" if scenario == "rate" else f"; scenario {scenario}") + "\n")
         click.echo(render(reports))
-    reasons = failed(reports)
+    reasons = failed(reports, scenario)
     for reason in reasons:
         click.echo(f"FAILED: {reason}", err=True)
     sys.exit(1 if reasons else 0)

@@ -4,6 +4,8 @@
 ``TASKTHROTTLE_DEMO_STORE``   the throttle store (``taskthrottle_redis_url``)
 ``TASKTHROTTLE_DEMO_VENDOR``  the vendor API's base URL
 ``TASKTHROTTLE_DEMO_RATE``, ``TASKTHROTTLE_DEMO_BURST``, ``TASKTHROTTLE_DEMO_THROTTLE`` (name)
+``TASKTHROTTLE_DEMO_SCENARIO`` ``rate`` (the default), ``quota``, ``tenants`` or ``429``
+``TASKTHROTTLE_DEMO_QUOTA``   the ``quota`` scenario's exact window, e.g. ``20/10s``
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from typing import Any
 from celery import Celery
 
 from taskthrottle import Throttle, ThrottledTask
+from taskthrottle.exceptions import RateLimited
 from taskthrottle.task import HEADER_DEFERRALS
+from taskthrottle.throttle import Limit
 
 _env = os.environ.get
 RATE = _env("TASKTHROTTLE_DEMO_RATE", "10/s")
 BURST = int(_env("TASKTHROTTLE_DEMO_BURST", "1"))
 VENDOR = _env("TASKTHROTTLE_DEMO_VENDOR", "http://127.0.0.1:8000")
+SCENARIO = _env("TASKTHROTTLE_DEMO_SCENARIO", "rate")
+QUOTA = _env("TASKTHROTTLE_DEMO_QUOTA", "20/10s")
 
 app = Celery("taskthrottle_demo", broker=_env("TASKTHROTTLE_DEMO_BROKER", "redis://127.0.0.1:6379/0"))
 app.conf.update(
@@ -33,36 +39,52 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
 )
 
-vendor = Throttle(_env("TASKTHROTTLE_DEMO_THROTTLE", "demo-vendor"), RATE, burst=BURST)
+_NAME = _env("TASKTHROTTLE_DEMO_THROTTLE", "demo-vendor")
+if SCENARIO == "quota":  # the vendor's rate and, on top, its exact quota
+    vendor = Throttle(_NAME, RATE, Limit(QUOTA, exact=True), burst=BURST)
+elif SCENARIO == "tenants":  # the vendor limits each tenant: one bucket per tenant
+    vendor = Throttle(_NAME, RATE, burst=BURST, key="{tenant}")
+else:
+    vendor = Throttle(_NAME, RATE, burst=BURST)
 
 
-def call_vendor(task_id: str) -> int:
-    """One GET to the vendor; returns the HTTP status (a 429 is an answer, not an error)."""
+def call_vendor_response(task_id: str, tenant: str = "") -> tuple[int, Any]:
+    """One GET to the vendor; its HTTP status and headers (a 429 is an answer, not an error)."""
+    url = f"{VENDOR}/call?task={task_id}" + (f"&tenant={tenant}" if tenant else "")
     try:
-        with urllib.request.urlopen(f"{VENDOR}/call?task={task_id}", timeout=10) as response:
-            return int(response.status)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), response.headers
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return int(exc.code), exc.headers
 
 
-def _run(task: Any) -> dict[str, int]:
+def call_vendor(task_id: str, tenant: str = "") -> int:
+    """One GET to the vendor; returns the HTTP status (a 429 is an answer, not an error)."""
+    return call_vendor_response(task_id, tenant)[0]
+
+
+def _run(task: Any, tenant: str = "", *, obey_429: bool = False) -> dict[str, int]:
     deferrals = (task.request.headers or {}).get(HEADER_DEFERRALS, 0)
-    return {"status": call_vendor(task.request.id), "deferrals": deferrals}
+    status, headers = call_vendor_response(task.request.id, tenant)
+    if status == 429 and obey_429 and SCENARIO == "429":
+        # the vendor said stop: pause the throttle for every worker, run this task later
+        raise RateLimited.from_headers(headers)
+    return {"status": status, "deferrals": deferrals}
 
 
 @app.task(bind=True, base=ThrottledTask, throttle=vendor, name="demo.taskthrottle")
-def with_taskthrottle(self: Any) -> dict[str, int]:
-    return _run(self)
+def with_taskthrottle(self: Any, tenant: str = "") -> dict[str, int]:
+    return _run(self, tenant, obey_429=True)
 
 
 @app.task(bind=True, rate_limit=RATE, name="demo.celery_rate_limit")
-def with_celery_rate_limit(self: Any) -> dict[str, int]:
-    return _run(self)
+def with_celery_rate_limit(self: Any, tenant: str = "") -> dict[str, int]:
+    return _run(self, tenant)
 
 
 @app.task(bind=True, name="demo.unthrottled")
-def unthrottled(self: Any) -> dict[str, int]:
-    return _run(self)
+def unthrottled(self: Any, tenant: str = "") -> dict[str, int]:
+    return _run(self, tenant)
 
 
 TASKS = {

@@ -24,13 +24,29 @@ class Vendor:
         calls: ``(monotonic time, task id, status)`` of every call received, in order.
     """
 
-    def __init__(self, allowed: int, window: float) -> None:
+    def __init__(self, allowed: int, window: float, *, quota: tuple[int, float] | None = None,
+                 per_tenant: bool = False, hiccup_at: int | None = None,
+                 hiccup_retry_after: int = 2) -> None:
         self.allowed = allowed
         self.window = window
+        #: a second limit (``allowed``, ``window``), e.g. an exact quota of 20 in any 10 s
+        self.quota = quota
+        #: enforce the limits per tenant (the ``tenant`` query parameter) instead of globally
+        self.per_tenant = per_tenant
+        #: answer the ``hiccup_at``-th call (1-based) with 429 and ``Retry-After``, whatever
+        #: the limit says (an upstream hiccup); the pause it asks for is kept in :attr:`pause`
+        self.hiccup_at = hiccup_at
+        self.hiccup_retry_after = hiccup_retry_after
+        self.pause: tuple[float, float] | None = None
         self.calls: list[tuple[float, str, int]] = []
-        self._accepted: deque[float] = deque()
+        #: the tenant of every call, in the order of :attr:`calls`
+        self.tenants: list[str] = []
+        self._accepted: dict[tuple[str, float], deque[float]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+
+    def _limits(self) -> list[tuple[int, float]]:
+        return [(self.allowed, self.window)] + ([self.quota] if self.quota else [])
 
     @classmethod
     def for_rate(cls, count: float, period: float, burst: int) -> Vendor:
@@ -38,17 +54,31 @@ class Vendor:
         window = max(1.0, period)
         return cls(math.floor(burst + count * window / period + 1e-9), window)
 
-    def call(self, task_id: str) -> tuple[int, float]:
+    def call(self, task_id: str, tenant: str = "") -> tuple[int, float]:
         """Record one call; return its status and, for a 429, the seconds to wait."""
         with self._lock:
             now = time.monotonic()
-            while self._accepted and self._accepted[0] <= now - self.window:
-                self._accepted.popleft()
-            if len(self._accepted) >= self.allowed:
-                retry_after = self._accepted[0] + self.window - now
+            self.tenants.append(tenant)
+            if self.hiccup_at is not None and len(self.calls) + 1 == self.hiccup_at:
+                self.pause = (now, now + self.hiccup_retry_after)
+                self.calls.append((now, task_id, 429))
+                return 429, float(self.hiccup_retry_after)
+            scope = tenant if self.per_tenant else ""
+            queues = []
+            retry_after, refused = 0.0, False
+            for allowed, window in self._limits():
+                accepted = self._accepted.setdefault((scope, window), deque())
+                while accepted and accepted[0] <= now - window:
+                    accepted.popleft()
+                if len(accepted) >= allowed:
+                    refused = True
+                    retry_after = max(retry_after, accepted[0] + window - now)
+                queues.append(accepted)
+            if refused:
                 self.calls.append((now, task_id, 429))
                 return 429, retry_after
-            self._accepted.append(now)
+            for accepted in queues:
+                accepted.append(now)
             self.calls.append((now, task_id, 200))
             return 200, 0.0
 
@@ -56,6 +86,11 @@ class Vendor:
     def snapshot(self) -> list[tuple[float, str, int]]:
         with self._lock:
             return list(self.calls)
+
+    def snapshot_tenants(self) -> list[tuple[float, str, int, str]]:
+        """:meth:`snapshot` with each call's tenant."""
+        with self._lock:
+            return [(*call, tenant) for call, tenant in zip(self.calls, self.tenants, strict=True)]
 
     @staticmethod
     def max_in_window(times: list[float], window: float = 1.0) -> int:
@@ -83,8 +118,9 @@ class Vendor:
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 if url.path == "/call":
-                    task = parse_qs(url.query).get("task", [""])[0]
-                    status, retry_after = vendor.call(task)
+                    query = parse_qs(url.query)
+                    task = query.get("task", [""])[0]
+                    status, retry_after = vendor.call(task, query.get("tenant", [""])[0])
                     body = b'{"ok": true}' if status == 200 else b'{"error": "rate limited"}'
                     self.send_response(status)
                     if status == 429:
