@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +72,8 @@ def _is_redis_url(url: object) -> bool:
 
 
 def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password (in the user part or a ``password=`` option), for messages."""
+    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")
     if not at or ":" not in userinfo:

@@ -299,6 +299,15 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 reserve=True, reservation=reservation, max_delay=settings.max_delay,
                 max_inline_wait=inline, lease=lease,
             )
+        except ConfigurationError as exc:
+            # An operator's override that can never grant this cost: hand the task back (and
+            # say so loudly) rather than fail it; removing the override lets it run.
+            countdown = _MISCONFIGURED_DELAY * random.uniform(0.5, 1.0)
+            logger.error("%s[%s] not admitted: %s; deferred %.0f s", self.name, self.request.id,
+                         exc, countdown)
+            for j, (granted, _) in grants.items():
+                self._give_back(asks[j], granted, cost, quiet=True)
+            self._defer(ask.throttle, carried, countdown, wait=None, reason="misconfigured")
         except BackendError as exc:
             # Never run unthrottled, never fail: come back later, keeping any reservation.
             delay = min(settings.backoff_max, settings.backoff * 2 ** min(carried.failures, 30))
@@ -350,7 +359,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         self._defer(asks[0].throttle, carried, 0.001, wait=0.0, reason="paused")
 
     def _cost(self, throttles: tuple[Throttle, ...], args: Any, kwargs: Any) -> int:
-        cost = self.throttle_cost
+        cost = type(self).throttle_cost  # from the class: a function, not a bound method
         if callable(cost):
             cost = cost(*(args or ()), **kwargs)
         for throttle in throttles:

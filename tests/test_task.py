@@ -206,3 +206,59 @@ def test_a_bad_store_url_is_a_configuration_error_without_its_password(url: str,
         config.load(make_app(taskthrottle_redis_url=url))
     assert shown in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+# --- throttles by task name (tasks you don't own), several throttles, cost -----------------
+
+def test_settings_throttle_tasks_by_name_and_glob(r: redis.Redis, taskthrottle_url: str) -> None:
+    app = make_app(task_always_eager=True, taskthrottle_redis_url=taskthrottle_url,
+                   taskthrottle_throttles={
+                       "vendor.sync": "1/h",
+                       "vendor.*": {"limits": ["100/s", "20/10s,exact"], "name": "vendor-x"},
+                   })
+    sync, other, mine = (define(app, name=name) for name in ("vendor.sync", "vendor.push",
+                                                              "mine.task"))
+    settings = config.load(app)
+    assert ("vendor.sync",) == tuple(t.name for t in sync.throttles(settings))
+    (x,) = other.throttles(settings)
+    assert ("vendor-x", "b10000:1 w10050000:20") == (x.name, x.spec)
+    assert () == mine.throttles(settings)
+    assert 7 == other.delay().get()  # through the shared bucket: its window has the entry
+    assert 1 == r.zcard(x.redis_key() + ":w10050000")
+    assert 7 == mine.delay().get()
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ({"vendor.*": "10/x"}, r"taskthrottle_throttles\['vendor\.\*'\].*invalid rate '10/x'"),
+    ({"vendor.*": {"limits": "1/s", "speed": 3}}, r"taskthrottle_throttles\['vendor\.\*'\]"),
+    (["vendor.*"], "expected a dict"),
+])
+def test_bad_throttles_setting_names_the_pattern(value: Any, message: str) -> None:
+    app = make_app(taskthrottle_redis_url="redis://h:1/0", taskthrottle_throttles=value)
+    with pytest.raises(ConfigurationError, match=message):
+        config.load(app)
+
+
+def test_a_list_of_throttles_and_a_cost_above_any_of_them() -> None:
+    app = make_app()
+    a, b = Throttle("list-a", "10/s", burst=5), Throttle("list-b", "1/s", burst=2)
+    task = define(app, name="listed", throttle=[a, b])
+    assert (a, b) == task.throttles()
+    with pytest.raises(ConfigurationError, match=r"throttle_cost 3 must be an integer from 1 to 2"):
+        define(app, name="listed-costly", throttle=[a, b], throttle_cost=3)
+    with pytest.raises(ConfigurationError, match="listed twice"):
+        define(app, name="listed-twice", throttle=[a, a])
+
+
+def test_a_cost_from_the_arguments_is_checked_when_called(taskthrottle_url: str) -> None:
+    app = make_app(task_always_eager=True, taskthrottle_redis_url=taskthrottle_url)
+    batch = Throttle("batch-cost", "1000/s", burst=50)
+
+    @app.task(base=ThrottledTask, throttle=batch, throttle_cost=lambda items: len(items),
+              lazy=False, shared=False, name="batch")
+    def send(items: list[int]) -> int:
+        return len(items)
+
+    assert 50 == send.delay(list(range(50))).get()
+    with pytest.raises(ConfigurationError, match="cost 51 must be an integer from 1 to 50"):
+        send.delay(list(range(51))).get()
