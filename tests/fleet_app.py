@@ -165,6 +165,24 @@ def report_task(self: Any, i: int, seconds: float) -> dict[str, Any]:
         record().decr("running")
 
 
+@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_ends",
+          max_retries=1)
+def report_ends(self: Any, how: str) -> str:
+    """Ends its run as told: ``fail``, ``retry`` once, or ``sleep`` (until revoked)."""
+    mark("ends", self, how=how, leases=record_leases())
+    if how == "fail":
+        raise ValueError("boom")
+    if how == "retry" and self.request.retries == 0:
+        raise self.retry(countdown=0.2)
+    if how == "sleep":
+        time.sleep(60)
+    return how
+
+
+def record_leases() -> int:
+    return int(redis.Redis.from_url(os.environ["FLEET_STORE"]).zcard(reports.redis_key() + ":c"))
+
+
 @app.task(bind=True, base=ThrottledTask, throttle=upstream, name="fleet.call_vendor")
 def call_vendor(self: Any, i: int) -> dict[str, Any]:
     """A vendor that answers 429 (Retry-After: 2) to the first call of the run."""

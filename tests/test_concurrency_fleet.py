@@ -66,3 +66,29 @@ def test_renewal_keeps_the_slot_and_a_killed_worker_gives_it_back(
     for result in survivors:  # the others ran to the end, holding their slots
         assert result.get(timeout=30)["running"] <= 3
     assert Counter(host_of.values())[victim] >= 1
+
+
+@pytest.mark.parametrize("how", ["fail", "retry"])
+def test_a_lease_is_released_when_the_task_fails_or_retries(app: Any, rec: redis.Redis,
+                                                           r: redis.Redis, how: str) -> None:
+    result = app.report_ends.delay(how)
+    if how == "fail":
+        with pytest.raises(ValueError, match="boom"):
+            result.get(timeout=30)
+    else:
+        assert "retry" == result.get(timeout=30)
+    runs = records(rec, "starts:ends")
+    assert (2 if how == "retry" else 1) == len(runs)
+    assert all(1 == run["leases"] for run in runs)  # each run held exactly its own lease
+    wait_for(lambda: 0 == r.zcard(app.reports.redis_key() + ":c"), 5, "the lease released")
+
+
+def test_a_revoked_running_task_gives_its_lease_back(app: Any, rec: redis.Redis,
+                                                     r: redis.Redis) -> None:
+    result = app.report_ends.delay("sleep")
+    wait_for(lambda: rec.llen("starts:ends") >= 1, 30, "the task running")
+    assert 1 == r.zcard(app.reports.redis_key() + ":c")
+    result.revoke(terminate=True, signal="SIGKILL")
+    started = time.monotonic()
+    wait_for(lambda: 0 == r.zcard(app.reports.redis_key() + ":c"), 5, "the lease released")
+    assert time.monotonic() - started < app.reports.lease  # released, not lapsed
