@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import hooks as _hooks  # noqa: F401  (connects the lifecycle receivers)
 from .exceptions import BackendError, ConfigurationError, RateLimited, TaskThrottleError
 from .rate import Rate, parse_retry_after
-from .signals import task_admitted, task_throttled
+from .signals import task_admitted, task_throttled, task_unthrottled
 from .task import ThrottledTask
 from .throttle import Decision, Limit, Outcome, Throttle
 
@@ -26,4 +26,5 @@ __all__ = [
     "parse_retry_after",
     "task_admitted",
     "task_throttled",
+    "task_unthrottled",
 ]

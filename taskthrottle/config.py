@@ -18,7 +18,7 @@ from weakref import WeakKeyDictionary
 import redis
 
 from .exceptions import ConfigurationError
-from .throttle import DEFAULT_PREFIX, Limit, Throttle
+from .throttle import DEFAULT_PREFIX, ON_ERROR, Limit, Throttle
 
 #: The Redis broker re-delivers an unacknowledged message after this long (kombu's default);
 #: a deferred task waits unacknowledged in a worker, so no countdown may come near it.
@@ -37,6 +37,7 @@ class Settings:
     backoff_max: float
     socket_timeout: float
     busy_delay: float = 1.0
+    on_backend_error: str = "defer"
     #: ``taskthrottle_throttles``: (task name or glob, its throttles), in the order given.
     by_name: tuple[tuple[str, tuple[Throttle, ...]], ...] = ()
 
@@ -59,8 +60,10 @@ _DEFAULTS: dict[str, Any] = {
     "taskthrottle_backoff_max": 60.0,
     "taskthrottle_socket_timeout": 2.0,
     "taskthrottle_busy_delay": 1.0,
+    "taskthrottle_on_backend_error": "defer",
 }
-_THROTTLE_OPTIONS = frozenset({"name", "limits", "burst", "concurrency", "lease", "key"})
+_THROTTLE_OPTIONS = frozenset({"name", "limits", "burst", "concurrency", "lease", "key",
+                               "on_error"})
 
 _lock = threading.Lock()
 _settings: WeakKeyDictionary[Any, Settings] = WeakKeyDictionary()
@@ -164,6 +167,11 @@ def load(app: Any) -> Settings:
             value=inline, owner="taskthrottle_max_inline_wait",
         )
     backoff = _seconds(conf, "taskthrottle_backoff", minimum=0)
+    on_error = conf.get("taskthrottle_on_backend_error", "defer")
+    if on_error not in ON_ERROR:
+        raise ConfigurationError(
+            f"setting taskthrottle_on_backend_error: invalid value {on_error!r}: expected one "
+            f"of {', '.join(ON_ERROR)}", value=on_error, owner="taskthrottle_on_backend_error")
     settings = Settings(
         redis_url=url,
         prefix=prefix,
@@ -173,6 +181,7 @@ def load(app: Any) -> Settings:
         backoff_max=min(_seconds(conf, "taskthrottle_backoff_max", minimum=0), max_delay),
         socket_timeout=_seconds(conf, "taskthrottle_socket_timeout", minimum=0),
         busy_delay=_seconds(conf, "taskthrottle_busy_delay", minimum=0),
+        on_backend_error=on_error,
         by_name=_throttles_by_name(conf.get("taskthrottle_throttles") or {}),
     )
     with _lock:

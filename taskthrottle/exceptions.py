@@ -32,7 +32,9 @@ class BackendError(TaskThrottleError):
         throttle: the name of the throttle whose decision failed.
     """
 
-    def __init__(self, message: str, *, throttle: str) -> None:
+    def __init__(self, message: str, *, throttle: str = "") -> None:
+        # ``throttle`` has a default so that a result backend can rebuild the error from its
+        # message alone (Celery calls ``cls(*args)``): a failed task then shows BackendError.
         super().__init__(message)
         self.throttle = throttle
 

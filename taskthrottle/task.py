@@ -23,7 +23,7 @@ from celery.exceptions import Ignore
 from . import config, leases
 from .exceptions import BackendError, ConfigurationError, RateLimited
 from .rate import Rate
-from .signals import task_admitted, task_throttled
+from .signals import task_admitted, task_throttled, task_unthrottled, unthrottled
 from .throttle import Decision, Outcome, Throttle
 
 logger = logging.getLogger("taskthrottle")
@@ -208,12 +208,12 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 time.sleep(latest - time.monotonic())
             if len(grants) < len(asks):
                 continue  # ask the given-back throttles again, now that the latest start is here
-            now = time.monotonic()
+            paused = {i: 0.0 for i, (decision, _) in grants.items()  # a 429 elsewhere
+                      if slept and self._paused_after(asks[i], decision, settings)}
+            now = time.monotonic()  # after the pause check: its round trip may stall too
             stalled = {i: now - start for i, (_, start) in grants.items()
                        if now - start > tolerance}
-            if slept:  # a pause (a 429 elsewhere) that landed while this task slept stops it
-                stalled.update({i: 0.0 for i, (decision, _) in grants.items()
-                                if self._paused_after(asks[i], decision, settings)})
+            stalled.update(paused)
             if not stalled:
                 self._admitted(asks, grants, carried, settings)
                 return
@@ -309,6 +309,20 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 self._give_back(asks[j], granted, cost, quiet=True)
             self._defer(ask.throttle, carried, countdown, wait=None, reason="misconfigured")
         except BackendError as exc:
+            policy = ask.throttle.on_error or settings.on_backend_error
+            if policy == "allow":  # the operator chose availability over the limit
+                logger.warning("%s[%s] throttle %r unavailable (%s): running unthrottled",
+                               self.name, self.request.id, ask.throttle.name, exc)
+                unthrottled[ask.throttle.name] += 1
+                task_unthrottled.send(sender=self, task_id=self.request.id,
+                                      throttle=ask.throttle.name, error=exc)
+                return Decision(Outcome.GRANTED, 0.0, None, 0)
+            for j, (granted, _) in grants.items():
+                self._give_back(asks[j], granted, cost, quiet=True)
+            if policy == "raise":
+                logger.error("%s[%s] throttle %r unavailable (%s): failing the task",
+                             self.name, self.request.id, ask.throttle.name, exc)
+                raise
             # Never run unthrottled, never fail: come back later, keeping any reservation.
             delay = min(settings.backoff_max, settings.backoff * 2 ** min(carried.failures, 30))
             countdown = delay * random.uniform(0.5, 1.0)
@@ -317,8 +331,6 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             logger.log(logging.WARNING if transient else logging.ERROR,
                        "%s[%s] throttle %r unavailable (%s); deferred %.2f s",
                        self.name, self.request.id, ask.throttle.name, exc, countdown)
-            for j, (granted, _) in grants.items():
-                self._give_back(asks[j], granted, cost, quiet=True)
             self._defer(ask.throttle, carried, countdown, wait=None, reason="backend",
                         slot=carried.slot, failures=carried.failures + 1, held=carried.held)
 
@@ -422,9 +434,16 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         shared throttle admits it; a Redis error propagates as ``BackendError``.
         """
         for ask in asks:
-            ask.throttle.wait(cost, key=ask.key, redis=config.client(self.app),
-                              prefix=settings.prefix, max_delay=settings.max_delay,
-                              max_inline_wait=settings.max_inline_wait)
+            try:
+                ask.throttle.wait(cost, key=ask.key, redis=config.client(self.app),
+                                  prefix=settings.prefix, max_delay=settings.max_delay,
+                                  max_inline_wait=settings.max_inline_wait)
+            except BackendError as exc:
+                if (ask.throttle.on_error or settings.on_backend_error) != "allow":
+                    raise  # "defer" has no broker to defer to here
+                unthrottled[ask.throttle.name] += 1
+                task_unthrottled.send(sender=self, task_id=self.request.id,
+                                      throttle=ask.throttle.name, error=exc)
 
 
 def _as_tuple(value: object) -> tuple[Throttle, ...]:

@@ -41,6 +41,8 @@ from .exceptions import BackendError, ConfigurationError
 from .rate import Rate
 
 DEFAULT_PREFIX = "taskthrottle:"
+#: What a task may do when Redis fails during its decision (see ``Throttle(on_error=)``).
+ON_ERROR = ("defer", "allow", "raise")
 _NAME = re.compile(r"^[^\s{}\x00-\x1f\x7f]{1,200}$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 
@@ -224,20 +226,24 @@ class Throttle:
             of its running tasks; a killed worker's lease lapses after this long).
         key: one bucket per key: a template over the task's arguments (``"{tenant}"``) or a
             callable given them. ``None``: one bucket for everyone.
+        on_error: what a task does when Redis fails during its decision: ``"defer"``
+            (re-queue with backoff), ``"allow"`` (run unthrottled, logged and signalled) or
+            ``"raise"`` (fail with ``BackendError``); ``None``: the app's
+            ``taskthrottle_on_backend_error``.
         redis: a client (or URL) to use when a method is called without one.
 
     Raises:
-        ConfigurationError: a bad name, limit, burst, concurrency, lease or key; the message
-            names the throttle.
+        ConfigurationError: a bad name, limit, burst, concurrency, lease, key or on_error; the
+            message names the throttle.
     """
 
     __slots__ = ("__weakref__", "_args", "_client", "_keys", "concurrency", "key", "lease",
-                 "limits", "name", "spec")
+                 "limits", "name", "on_error", "spec")
 
     def __init__(
         self, name: str, *limits: str | float | Rate | Limit, burst: int = 1,
         concurrency: int | None = None, lease: float = 60.0, key: str | KeyFunc | None = None,
-        redis: _redis.Redis | str | None = None,
+        on_error: str | None = None, redis: _redis.Redis | str | None = None,
     ) -> None:
         self.name = validate_name(name)
         owner = f"throttle {name!r}"
@@ -256,6 +262,11 @@ class Throttle:
             raise ConfigurationError(
                 f"{owner}: give at least one limit (such as '10/s') or a concurrency",
                 value=limits, owner=owner)
+        if on_error is not None and on_error not in ON_ERROR:
+            raise ConfigurationError(
+                f"{owner}: invalid on_error {on_error!r}: expected one of {', '.join(ON_ERROR)}",
+                value=on_error, owner=owner)
+        self.on_error = on_error
         self.concurrency = concurrency
         self.lease = float(lease)
         self.key = _check_key(key, owner)

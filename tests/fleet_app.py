@@ -7,6 +7,7 @@ throttle store), ``FLEET_RECORD`` (where tasks record what they saw, timed by th
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -15,7 +16,14 @@ import redis
 from celery import Celery
 from celery.signals import worker_process_init
 
-from taskthrottle import Limit, RateLimited, Throttle, ThrottledTask, task_throttled
+from taskthrottle import (
+    Limit,
+    RateLimited,
+    Throttle,
+    ThrottledTask,
+    task_throttled,
+    task_unthrottled,
+)
 from taskthrottle.task import HEADER_DEFERRALS
 
 app = Celery("fleet", broker=os.environ.get("FLEET_BROKER", "memory://"))
@@ -27,6 +35,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     task_default_queue=os.environ.get("FLEET_QUEUE", "fleet"),
 )
+app.conf.update(json.loads(os.environ.get("FLEET_SETTINGS") or "{}"))
 
 _record: redis.Redis | None = None
 
@@ -222,6 +231,13 @@ def hop(self: Any) -> dict[str, Any]:
           max_retries=0)
 def hop_no_retries(self: Any) -> dict[str, Any]:
     return mark("hop", self)
+
+
+def _on_unthrottled(sender: Any = None, **info: Any) -> None:
+    record().rpush("unthrottled", repr({"task": sender.name, "throttle": info["throttle"]}))
+
+
+task_unthrottled.connect(_on_unthrottled, weak=False)
 
 
 def _on_throttled(sender: Any = None, **info: Any) -> None:

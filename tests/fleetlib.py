@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import time
 import uuid
@@ -20,12 +21,14 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 @contextmanager
 def fleet(broker: str, store: str, record: str, *, count: int, concurrency: int,
           max_delay: float = 300.0, pool: str = "prefork",
-          extra_queues: int = 0) -> Iterator[Any]:
+          extra_queues: int = 0, settings: dict[str, Any] | None = None) -> Iterator[Any]:
     """Start ``count`` workers of ``fleet_app`` on a queue of their own (and ``extra_queues``
-    more, named ``app.queues``); yield the app."""
+    more, named ``app.queues``), with extra ``settings`` (JSON values) in their app; yield the
+    app."""
     queue = f"fleet-{uuid.uuid4().hex[:8]}"
     env = {"FLEET_BROKER": broker, "FLEET_STORE": store, "FLEET_RECORD": record,
            "FLEET_MAX_DELAY": str(max_delay), "FLEET_QUEUE": queue,
+           "FLEET_SETTINGS": json.dumps(settings or {}),
            "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")}
     os.environ.update(env)
     import fleet_app
@@ -34,6 +37,7 @@ def fleet(broker: str, store: str, record: str, *, count: int, concurrency: int,
     fleet_app.app.conf.result_backend = broker
     fleet_app.app.conf.broker_url = broker
     fleet_app.app.conf.taskthrottle_redis_url = store
+    fleet_app.app.conf.update(settings or {})
     fleet_app._record = None
     queues = [queue] + [f"{queue}-{i + 1}" for i in range(extra_queues)]
     fleet_app.queues = queues  # type: ignore[attr-defined]

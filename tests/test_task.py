@@ -262,3 +262,24 @@ def test_a_cost_from_the_arguments_is_checked_when_called(taskthrottle_url: str)
     assert 50 == send.delay(list(range(50))).get()
     with pytest.raises(ConfigurationError, match="cost 51 must be an integer from 1 to 50"):
         send.delay(list(range(51))).get()
+
+
+def test_failure_policy_is_validated_and_allow_runs_eagerly_unthrottled() -> None:
+    with pytest.raises(ConfigurationError, match="invalid on_error 'ignore'"):
+        Throttle("policy-bad", "1/s", on_error="ignore")
+    app = make_app(taskthrottle_redis_url="redis://h:1/0", taskthrottle_on_backend_error="x")
+    with pytest.raises(ConfigurationError, match="taskthrottle_on_backend_error"):
+        config.load(app)
+    from taskthrottle.signals import unthrottled
+
+    dead = RedisServer()  # never started
+    app = make_app(task_always_eager=True, taskthrottle_redis_url=dead.url(0),
+                   taskthrottle_socket_timeout=0.2)
+    allowed = define(app, name="policy-allow", throttle=Throttle("policy-allow", "1/s",
+                                                                on_error="allow"))
+    refused = define(app, name="policy-raise", throttle=Throttle("policy-raise", "1/s"))
+    before = unthrottled["policy-allow"]
+    assert 7 == allowed.delay().get()
+    assert before + 1 == unthrottled["policy-allow"]
+    with pytest.raises(BackendError):
+        refused.delay().get()
