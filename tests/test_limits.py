@@ -372,3 +372,32 @@ def test_rate_limited_reads_headers_and_falls_back_on_garbage() -> None:
     assert fallback.note is not None
     assert "'later'" in fallback.note
     assert 1.0 == RateLimited().retry_after
+
+
+# --- hostile input: nothing leaves the prefix, nothing is pickled ---------------------------
+
+def test_everything_written_is_plain_text_under_the_prefix(r: redis.Redis) -> None:
+    names = ["a:b", "../x", "*", "ünï", "x" * 200]
+    for i, name in enumerate(names):
+        t = Throttle(name, "10/s", Limit("5/s", exact=True), concurrency=2, key="{0}")
+        t.acquire(key=HOSTILE[i], redis=r)
+        t.acquire(key=HOSTILE[i], redis=r, reserve=True)
+        t.pause(1, key="k", redis=r)
+        t.pause(1, redis=r)
+    override(r, Throttle("plain-override", "1/s"), "2/s")
+    keys = list(r.scan_iter("*"))
+    assert len(keys) >= 5 * 4
+    for key in keys:
+        assert key.startswith(b"taskthrottle:{")
+        kind = r.type(key)
+        if kind == b"string":
+            values = [r.get(key)]
+        elif kind == b"zset":
+            values = [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
+        else:
+            assert b"hash" == kind
+            values = list(r.hgetall(key).values())
+        for value in values:
+            assert value is not None
+            assert b"\x80" not in value  # no pickle protocol marker: plain text only
+            value.decode("utf-8")
