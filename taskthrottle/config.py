@@ -23,6 +23,9 @@ from .throttle import DEFAULT_PREFIX, ON_ERROR, Limit, Throttle
 #: The Redis broker re-delivers an unacknowledged message after this long (kombu's default);
 #: a deferred task waits unacknowledged in a worker, so no countdown may come near it.
 REDIS_VISIBILITY_TIMEOUT = 3600.0
+#: RabbitMQ closes the channel of a consumer that holds a delivery unacknowledged this long
+#: (its default ``consumer_timeout``); a deferred task waits unacknowledged in a worker.
+RABBITMQ_CONSUMER_TIMEOUT = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,7 @@ _DEFAULTS: dict[str, Any] = {
     "taskthrottle_socket_timeout": 2.0,
     "taskthrottle_busy_delay": 1.0,
     "taskthrottle_on_backend_error": "defer",
+    "taskthrottle_broker_consumer_timeout": RABBITMQ_CONSUMER_TIMEOUT,
 }
 _THROTTLE_OPTIONS = frozenset({"name", "limits", "burst", "concurrency", "lease", "key",
                                "on_error"})
@@ -115,6 +119,15 @@ def _visibility_timeout(app: Any) -> float | None:
         ) from None
 
 
+def _consumer_timeout(app: Any) -> float | None:
+    """How long an AMQP broker lets a worker hold a delivered message unacknowledged (None
+    for other brokers): RabbitMQ's ``consumer_timeout``, 30 minutes unless configured."""
+    broker = str(app.conf.broker_url or "")
+    if not broker.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return None
+    return _seconds(app.conf, "taskthrottle_broker_consumer_timeout", minimum=0)
+
+
 def load(app: Any) -> Settings:
     """Read and validate the settings of ``app`` (cached until :func:`forget`)."""
     cached = _settings.get(app)
@@ -160,6 +173,14 @@ def load(app: Any) -> Settings:
             f"visibility_timeout ({visibility} s): a deferred task would be delivered twice",
             value=max_delay, owner="taskthrottle_max_delay",
         )
+    consumer = _consumer_timeout(app)
+    if consumer is not None and max_delay >= consumer:
+        raise ConfigurationError(
+            f"setting taskthrottle_max_delay: {max_delay} s is not below the AMQP broker's "
+            f"consumer timeout ({consumer} s, RabbitMQ's consumer_timeout; set "
+            "taskthrottle_broker_consumer_timeout if yours differs): the broker would close "
+            "the channel of a worker holding a deferred task", value=max_delay,
+            owner="taskthrottle_max_delay")
     inline = _seconds(conf, "taskthrottle_max_inline_wait", minimum=0, allow_zero=True)
     if inline > max_delay:
         raise ConfigurationError(

@@ -188,6 +188,16 @@ def report_ends(self: Any, how: str) -> str:
     return how
 
 
+@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_late",
+          acks_late=True, reject_on_worker_lost=True)
+def report_late(self: Any, seconds: float) -> dict[str, Any]:
+    """Acknowledged after it ran: a worker killed mid-run leaves it to be redelivered."""
+    seen = mark("late", self, leases=record_leases(),
+                redelivered=(self.request.delivery_info or {}).get("redelivered"))
+    time.sleep(seconds)
+    return seen
+
+
 def record_leases() -> int:
     return int(redis.Redis.from_url(os.environ["FLEET_STORE"]).zcard(reports.redis_key() + ":c"))
 

@@ -283,3 +283,12 @@ def test_failure_policy_is_validated_and_allow_runs_eagerly_unthrottled() -> Non
     assert before + 1 == unthrottled["policy-allow"]
     with pytest.raises(BackendError):
         refused.delay().get()
+
+
+def test_max_delay_must_stay_below_rabbitmqs_consumer_timeout() -> None:
+    amqp = {"broker_url": "amqp://guest@h//", "taskthrottle_redis_url": "redis://h:1/0"}
+    assert 300.0 == config.load(make_app(**amqp)).max_delay
+    with pytest.raises(ConfigurationError, match="consumer timeout"):
+        config.load(make_app(**amqp, taskthrottle_max_delay=2000))
+    with pytest.raises(ConfigurationError, match="consumer timeout"):
+        config.load(make_app(**amqp, taskthrottle_broker_consumer_timeout=200))
