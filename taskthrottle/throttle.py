@@ -575,7 +575,8 @@ def _check_key(key: object, owner: str) -> str | KeyFunc | None:
 
 #: What a call into redis-py may raise when the store or its URL is wrong; ValueError and
 #: TypeError come from connection options checked only when a connection opens.
-redis_errors = (_redis.RedisError, OSError, ValueError, TypeError)
+redis_errors = (_redis.RedisError, _redis.exceptions.RedisClusterException, OSError,
+                ValueError, TypeError)
 #: The longest a bucket may take to refill (keeps every timestamp an exact Lua number).
 _MAX_SPAN_US = 2**48
 #: An exact window is kept this much longer than its period (at most; 1/20 of a short period):
