@@ -217,7 +217,7 @@ def _throttles_by_name(value: object) -> tuple[tuple[str, tuple[Throttle, ...]],
             if not isinstance(pattern, str) or not pattern:
                 raise ConfigurationError("the pattern must be a task name or glob", value=pattern)
             found.append((pattern, _throttles_of(pattern, spec)))
-        except ConfigurationError as exc:
+        except (ConfigurationError, TypeError) as exc:  # TypeError: an unknown option
             raise ConfigurationError(f"{owner}: {exc}", value=spec, owner=owner) from None
     return tuple(found)
 
@@ -235,7 +235,12 @@ def _throttles_of(pattern: str, spec: object) -> tuple[Throttle, ...]:
     if isinstance(spec, dict) and set(spec) <= _THROTTLE_OPTIONS:
         options = dict(spec)
         limits = options.pop("limits", ())
-        limits = (limits,) if isinstance(limits, (str, int, float, Limit)) else tuple(limits)
+        if isinstance(limits, (str, int, float, Limit)) and not isinstance(limits, bool):
+            limits = (limits,)
+        elif not isinstance(limits, (list, tuple)):
+            raise ConfigurationError(
+                f"limits must be a limit such as '10/s' or a list of them, not {limits!r}",
+                value=limits)
         return (Throttle(options.pop("name", pattern), *limits, **options),)
     raise ConfigurationError(
         f"expected a Throttle, a limit such as '10/s', a list of either, or a dict of "

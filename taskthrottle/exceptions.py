@@ -70,7 +70,10 @@ class RateLimited(TaskThrottleError):
         from .rate import parse_retry_after
 
         self.note: str | None = None
-        seconds = default
+        if isinstance(default, bool) or not isinstance(default, (int, float)) \
+                or not 0 <= default <= 366 * 86400:  # NaN fails this too
+            default = 1.0
+        seconds = float(default)
         if retry_after is None:
             self.note = f"no Retry-After given: paused {default:g} s"
         else:

@@ -35,7 +35,7 @@ class Held:
         return self.throttle.release(self.lease, key=self.key, redis=self.client,
                                      prefix=self.prefix)
 
-    def renew(self) -> bool:
+    def renew(self) -> int:
         return self.throttle.renew(self.lease, key=self.key, redis=self.client,
                                    prefix=self.prefix)
 
@@ -120,6 +120,20 @@ def _renew_forever() -> None:
         for task_id, h in leases:
             with _lock:
                 still = h in _held.get(task_id, ())
-            if still and not _quietly(h.renew, h):
-                logger.warning("taskthrottle: task %s lost its lease on %r (it lapsed before "
-                               "renewal)", task_id, h.throttle.name)
+            if not still:
+                continue
+            try:
+                held = h.renew()
+            except BackendError as exc:
+                logger.warning("taskthrottle: lease of task %s on %r not renewed (%s); it "
+                               "lapses in at most %.0f s", task_id, h.throttle.name, exc,
+                               h.throttle.lease)
+                continue
+            if held == 2:
+                logger.warning("taskthrottle: task %s had lost its lease on %r (not renewed "
+                               "in time) and took it back", task_id, h.throttle.name)
+            elif held == 0:
+                logger.error("taskthrottle: task %s lost its lease on %r (not renewed in time: "
+                             "the store was away or the process held the GIL longer than the "
+                             "lease) and the cap is full: it runs beyond the cap; make the "
+                             "lease longer", task_id, h.throttle.name)

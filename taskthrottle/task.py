@@ -34,7 +34,9 @@ HEADER_DEFERRALS = "taskthrottle_deferrals"
 HEADER_FAILURES = "taskthrottle_failures"
 #: Which of the task's throttles the slot is held on (its index; absent: the first).
 HEADER_HELD = "taskthrottle_held"
-_OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES, HEADER_HELD)
+#: The reservation's ticket (it names the reservation's exact-window entries).
+HEADER_TICKET = "taskthrottle_ticket"
+_OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES, HEADER_HELD, HEADER_TICKET)
 
 #: Countdown (before jitter) of a task that a worker with invalid settings hands back.
 _MISCONFIGURED_DELAY = 60.0
@@ -52,6 +54,14 @@ class _Carried:
     deferrals: int
     failures: int
     held: int = 0
+    ticket: int = 0
+
+    @property
+    def reservation(self) -> Decision | None:
+        """The reservation carried, as the decision that made it."""
+        if not self.slot:
+            return None
+        return Decision(Outcome.RESERVED, 0.0, self.slot, 0, self.ticket)
 
     @classmethod
     def from_request(cls, request: Any) -> _Carried:
@@ -64,7 +74,7 @@ class _Carried:
             return 0
 
         return cls(number(HEADER_SLOT) or None, number(HEADER_DEFERRALS),
-                   number(HEADER_FAILURES), number(HEADER_HELD))
+                   number(HEADER_FAILURES), number(HEADER_HELD), number(HEADER_TICKET))
 
 
 ThrottleSpec = Throttle | str | float | Sequence[Throttle] | None
@@ -161,7 +171,10 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         try:
             return self.run(*args, **kwargs)
         except RateLimited as exc:
-            if self.request.is_eager:
+            if self.request.is_eager:  # no broker to defer to: pause for the others, re-raise
+                settings = config.load(self.app)
+                self._pause_for(exc, [_Ask(t, t.key_for(args, kwargs)) for t in
+                                      self.throttles(settings)], settings)
                 raise
             self._pushed_back(exc, args, kwargs)
 
@@ -177,7 +190,9 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         """
         tolerance = min(max(min((a.throttle.interval_us for a in asks if a.throttle.limits),
                                 default=100_000) / 2_000_000, 0.005), 0.05)
-        reservations = {carried.held: carried.slot} if carried.slot else {}
+        reservations: dict[int, Decision] = {}
+        if carried.reservation is not None:
+            reservations[carried.held] = carried.reservation
         grants: dict[int, tuple[Decision, float]] = {}
         lease = self.request.id
         for _ in range(_MAX_RECLAIMS):
@@ -220,7 +235,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             logger.info("%s[%s] stalled %.3f s after its admission (or paused meanwhile): "
                         "claiming again", self.name, self.request.id, max(stalled.values()))
             for i in stalled:
-                reservations[i] = grants.pop(i)[0].slot  # type: ignore[assignment]
+                reservations[i] = grants.pop(i)[0]
         # Stalled again and again: let another process have it.
         for i, (decision, _) in grants.items():
             self._give_back(asks[i], decision, cost)
@@ -247,7 +262,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                                deferrals=carried.deferrals, waited=waited)
 
     def _refuse(self, asks: list[_Ask], cost: int, grants: dict[int, tuple[Decision, float]],
-                refused: dict[int, Decision], reservations: dict[int, int],
+                refused: dict[int, Decision], reservations: dict[int, Decision],
                 carried: _Carried, settings: config.Settings, inline: float) -> NoReturn:
         """Some throttle refused: give back what the others granted and defer the task to the
         latest wait, keeping the reservation that wait belongs to.
@@ -273,7 +288,8 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             if i != latest and decision.outcome is Outcome.RESERVED:
                 self._give_back(asks[i], decision, cost)
         decision = refused[latest]
-        claimed = reservations.get(latest)
+        held = reservations.get(latest)
+        claimed = held.slot if held is not None else None
         if decision.outcome is Outcome.DENIED:
             reason = "horizon"
         elif decision.outcome is Outcome.BUSY:
@@ -286,9 +302,10 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                       else "early" if decision.slot == claimed  # skewed clocks
                       else "gated")  # arrived too late to start without holding others back
         self._defer(asks[latest].throttle, carried, min(waits[latest], settings.max_delay),
-                    wait=decision.wait, reason=reason, slot=decision.slot, held=latest)
+                    wait=decision.wait, reason=reason, slot=decision.slot, held=latest,
+                    ticket=decision.ticket)
 
-    def _decide(self, asks: list[_Ask], i: int, cost: int, reservation: int | None,
+    def _decide(self, asks: list[_Ask], i: int, cost: int, reservation: Decision | None,
                 carried: _Carried, settings: config.Settings, inline: float, lease: str,
                 grants: dict[int, tuple[Decision, float]]) -> Decision:
         """One decision; when Redis fails, the task is deferred with backoff instead."""
@@ -332,7 +349,8 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                        "%s[%s] throttle %r unavailable (%s); deferred %.2f s",
                        self.name, self.request.id, ask.throttle.name, exc, countdown)
             self._defer(ask.throttle, carried, countdown, wait=None, reason="backend",
-                        slot=carried.slot, failures=carried.failures + 1, held=carried.held)
+                        slot=carried.slot, failures=carried.failures + 1, held=carried.held,
+                        ticket=carried.ticket)
 
     def _give_back(self, ask: _Ask, decision: Decision, cost: int, *, quiet: bool = False) -> None:
         try:
@@ -349,26 +367,40 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         settings = config.load(self.app)
         throttles = self.throttles(settings)
         asks = [_Ask(t, t.key_for(args, kwargs or {})) for t in throttles]
-        paused = [a for a in asks if exc.throttle in (None, a.throttle.name)] or asks
+        paused = self._pause_for(exc, asks, settings)
         leases.release(self.request.id)
-        for ask in paused:
-            try:
-                ask.throttle.pause(exc.retry_after, key=ask.key, redis=config.client(self.app),
-                                   prefix=settings.prefix)
-            except BackendError as error:
-                logger.warning("%s[%s] could not pause %r: %s", self.name, self.request.id,
-                               ask.throttle.name, error)
-        logger.warning("%s[%s] rate limited upstream: %s paused %.3g s%s", self.name,
-                       self.request.id, ", ".join(repr(a.throttle.name) for a in paused),
-                       exc.retry_after, f" ({exc.note})" if exc.note else "")
         carried = _Carried.from_request(self.request)
         carried = _Carried(None, carried.deferrals, 0)
-        if not asks:
-            self._defer(None, carried, max(exc.retry_after, 0.001), wait=None, reason="paused")
+        if not paused:  # nothing to pause: wait out what the vendor asked, in hops
+            self._defer(None, carried, min(max(exc.retry_after, 0.001), settings.max_delay),
+                        wait=exc.retry_after, reason="paused")
         self._admit(asks, self._cost(throttles, args, kwargs or {}), carried, settings, 0.0)
         # Admitted at once (a pause of 0 s): give it all back and come again right away.
         leases.release(self.request.id)
         self._defer(asks[0].throttle, carried, 0.001, wait=0.0, reason="paused")
+
+    def _pause_for(self, exc: RateLimited, asks: list[_Ask],
+                   settings: config.Settings) -> list[_Ask]:
+        """Pause the throttles a ``RateLimited`` names (default: all the task's)."""
+        paused = [a for a in asks if exc.throttle in (None, a.throttle.name)]
+        if exc.throttle is not None and not paused:
+            logger.warning("%s[%s] RateLimited(throttle=%r) names none of the task's throttles "
+                           "(%s): pausing them all", self.name, self.request.id, exc.throttle,
+                           ", ".join(repr(a.throttle.name) for a in asks))
+            paused = asks
+        for ask in paused:
+            try:
+                ask.throttle.pause(exc.retry_after, key=ask.key, redis=config.client(self.app),
+                                   prefix=settings.prefix)
+            except (BackendError, ConfigurationError) as error:
+                logger.warning("%s[%s] could not pause %r: %s", self.name, self.request.id,
+                               ask.throttle.name, error)
+        logger.warning("%s[%s] rate limited upstream: %s %.3g s%s", self.name,
+                       self.request.id, "paused " + ", ".join(repr(a.throttle.name)
+                                                            for a in paused)
+                       if paused else "nothing to pause; deferred", exc.retry_after,
+                       f" ({exc.note})" if exc.note else "")
+        return paused
 
     def _cost(self, throttles: tuple[Throttle, ...], args: Any, kwargs: Any) -> int:
         cost = type(self).throttle_cost  # from the class: a function, not a bound method
@@ -395,25 +427,27 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         """Celery's ``retry``; a reservation of an earlier delivery does not travel with it."""
         headers = self.request.headers
         if headers and HEADER_SLOT in headers:
-            self.request.headers = {k: v for k, v in headers.items()
-                                    if k not in (HEADER_SLOT, HEADER_FAILURES, HEADER_HELD)}
+            self.request.headers = {k: v for k, v in headers.items() if k not in (
+                HEADER_SLOT, HEADER_FAILURES, HEADER_HELD, HEADER_TICKET)}
         return super().retry(*args, **kwargs)
 
     def _defer(self, throttle: Throttle | None, carried: _Carried, countdown: float, *,
                wait: float | None, reason: str, slot: int | None = None,
-               failures: int | None = None, held: int = 0) -> NoReturn:
+               failures: int | None = None, held: int = 0, ticket: int = 0) -> NoReturn:
         """Re-publish this very task ``countdown`` seconds from now, then end this delivery."""
         request = self.request
         deferrals = carried.deferrals + 1
         failures = carried.failures if failures is None else failures
         if reason == "misconfigured":
-            slot, held = carried.slot, carried.held
+            slot, held, ticket = carried.slot, carried.held, carried.ticket
         headers = {k: v for k, v in (request.headers or {}).items() if k not in _OUR_HEADERS}
         headers[HEADER_DEFERRALS] = deferrals
         if slot:
             headers[HEADER_SLOT] = slot
             if held:
                 headers[HEADER_HELD] = held
+            if ticket:
+                headers[HEADER_TICKET] = ticket
         if failures:
             headers[HEADER_FAILURES] = failures
         # signature_from_request keeps id, args, kwargs, routing, priority, expiry, time
@@ -433,17 +467,23 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         There is no broker to defer to, so the caller blocks (:meth:`Throttle.wait`) until each
         shared throttle admits it; a Redis error propagates as ``BackendError``.
         """
+        held = []
         for ask in asks:
             try:
                 ask.throttle.wait(cost, key=ask.key, redis=config.client(self.app),
                                   prefix=settings.prefix, max_delay=settings.max_delay,
-                                  max_inline_wait=settings.max_inline_wait)
+                                  max_inline_wait=settings.max_inline_wait,
+                                  lease=self.request.id)
+                if ask.throttle.concurrency is not None:  # held until task_postrun
+                    held.append(leases.Held(ask.throttle, ask.key, self.request.id,
+                                            config.client(self.app), settings.prefix))
             except BackendError as exc:
                 if (ask.throttle.on_error or settings.on_backend_error) != "allow":
                     raise  # "defer" has no broker to defer to here
                 unthrottled[ask.throttle.name] += 1
                 task_unthrottled.send(sender=self, task_id=self.request.id,
                                       throttle=ask.throttle.name, error=exc)
+        leases.hold(self.request.id, held)
 
 
 def _as_tuple(value: object) -> tuple[Throttle, ...]:

@@ -317,7 +317,7 @@ class Throttle:
             if isinstance(self.key, str):
                 return self.key.format(*args, **kwargs)
             return str(self.key(*args, **kwargs))
-        except (LookupError, AttributeError, TypeError, ValueError) as exc:
+        except Exception as exc:  # the key callable or a value's __format__ is user code
             raise ConfigurationError(
                 f"throttle {self.name!r}: key {self.key!r} does not fit the arguments "
                 f"args={tuple(args)!r} kwargs={kwargs!r}: {exc!r}", value=self.key,
@@ -355,7 +355,7 @@ class Throttle:
         redis: _redis.Redis | None = None,
         prefix: str = DEFAULT_PREFIX,
         reserve: bool = False,
-        reservation: int | None = None,
+        reservation: int | Decision | None = None,
         max_delay: float = 300.0,
         max_inline_wait: float = 0.0,
         lease: str | None = None,
@@ -368,7 +368,8 @@ class Throttle:
             redis: the client to use; defaults to the one given to the constructor.
             prefix: the namespace of the throttle's keys.
             reserve: when denied, hold the next free slot (if within ``max_delay``).
-            reservation: the ``slot`` of an earlier RESERVED decision being claimed.
+            reservation: the earlier RESERVED decision being claimed (or its ``slot``; the
+                decision itself also names its exact-window entries, so pass it when you can).
             max_delay: the furthest ahead, in seconds, a slot may be reserved.
             max_inline_wait: a start at most this many seconds ahead is GRANTED with that
                 ``wait``; the caller is expected to sleep it out before starting.
@@ -405,9 +406,13 @@ class Throttle:
             )
         if self.concurrency is not None:
             lease = lease or uuid.uuid4().hex
-        if reservation or lease:
-            args = (*args[:2], str(reservation or 0).encode(), *args[3:5],
+        held, slot = 0, reservation
+        if isinstance(reservation, Decision):
+            held, slot = reservation.ticket, reservation.slot
+        if slot or lease:
+            args = (*args[:2], str(slot or 0).encode(), *args[3:5],
                     (lease or "").encode(), args[6])
+        args = (*args, str(held).encode())
         reply = self._run("acquire", key, prefix, args, client)
         code, wait, slot, now, ticket, paused = reply.split()
         if code == b"5":
@@ -482,18 +487,24 @@ class Throttle:
         return max(int(own or 0), int(pause or 0))
 
     def renew(self, lease: str, *, key: object = None, redis: _redis.Redis | None = None,
-              prefix: str = DEFAULT_PREFIX) -> bool:
-        """Extend a concurrency lease by :attr:`lease` seconds; False if it had lapsed."""
+              prefix: str = DEFAULT_PREFIX) -> int:
+        """Extend a concurrency lease by :attr:`lease` seconds.
+
+        Returns:
+            1 if it was held; 2 if it had lapsed and was taken again (the cap had room);
+            0 if it had lapsed and the cap is full: the cap no longer holds for this task.
+        """
         client = redis if redis is not None else self._default_client()
-        return bool(self._call("lease", (self._bucket(key, prefix)[0] + ":c",),
-                               ("renew", lease, round(self.lease * 1_000_000)), client))
+        return int(self._call("lease", (self._bucket(key, prefix)[0] + ":c",),
+                              ("renew", lease, round(self.lease * 1_000_000),
+                               self.concurrency or 1), client))
 
     def release(self, lease: str, *, key: object = None, redis: _redis.Redis | None = None,
                 prefix: str = DEFAULT_PREFIX) -> bool:
         """Give a concurrency lease back; False if it had lapsed (nothing else is freed)."""
         client = redis if redis is not None else self._default_client()
         return bool(self._call("lease", (self._bucket(key, prefix)[0] + ":c",),
-                               ("release", lease, 0), client))
+                               ("release", lease, 0, 0), client))
 
     def wait(
         self,
@@ -504,11 +515,13 @@ class Throttle:
         prefix: str = DEFAULT_PREFIX,
         max_delay: float = 300.0,
         max_inline_wait: float = 0.25,
+        lease: str | None = None,
     ) -> float:
         """Block until ``cost`` tokens are granted, holding a reservation while asleep.
 
-        A concurrency cap is polled (every 0.05–1 s); the lease a grant holds is released at
-        once, so use :meth:`acquire` when the lease should last as long as the work.
+        A concurrency cap is polled (every 0.05–1 s). With ``lease``, the grant's lease is
+        kept (release it with :meth:`release` when the work ends); without, it is released
+        at once.
 
         Returns:
             the seconds waited, on the Redis clock.
@@ -516,22 +529,22 @@ class Throttle:
         Raises:
             ConfigurationError, BackendError: as :meth:`acquire`.
         """
-        slot: int | None = None
+        slot: Decision | None = None
         first: int | None = None
         while True:
             decision = self.acquire(cost, key=key, redis=redis, prefix=prefix, reserve=True,
                                     reservation=slot, max_delay=max_delay,
-                                    max_inline_wait=max_inline_wait)
+                                    max_inline_wait=max_inline_wait, lease=lease)
             first = decision.now if first is None else first
             if decision.outcome is Outcome.BUSY:
                 time.sleep(min(max(decision.wait, 0.05), 1.0))
             else:
                 time.sleep(decision.wait)
             if decision.granted:
-                if decision.lease:
+                if decision.lease and lease is None:
                     self.release(decision.lease, key=key, redis=redis, prefix=prefix)
                 return (decision.now - first) / 1_000_000 + decision.wait
-            slot = decision.slot
+            slot = decision if decision.slot else None
 
     def _run(self, script: str, key: object, prefix: str, args: Sequence[Any],
              client: Any) -> Any:

@@ -101,7 +101,7 @@ def test_a_late_claim_in_a_full_window_is_bumped_not_squeezed_in(r: redis.Redis)
     assert c.slot == a.slot + 210_000
     assert e.slot == c.slot + 210_000
     time.sleep((c.slot - redis_now(r)) / 1e6 + 0.03)  # type: ignore[operator]  # c is 30 ms late
-    late = t.acquire(redis=r, reserve=True, reservation=c.slot, max_inline_wait=0.05)
+    late = t.acquire(redis=r, reserve=True, reservation=c, max_inline_wait=0.05)
     # starting c 30 ms late would put c, d and e in one 200 ms window: bumped behind e
     assert Outcome.RESERVED == late.outcome
     assert late.slot >= d.slot + 210_000  # type: ignore[operator]
@@ -190,7 +190,7 @@ def test_100000_keys_all_expire_and_memory_returns_to_baseline(r: redis.Redis) -
     baseline = r.info("memory")["used_memory"]
     acquire = script(r, "acquire")
     pipe = r.pipeline(transaction=False)
-    args = (t.spec, 1, 0, -1, 0, "", "")
+    args = (t.spec, 1, 0, -1, 0, "", "", 0)
     created = 0
     for batch in range(20):  # 100,000 keys, 5,000 per round trip, each checked at once
         keys = [t.redis_key(f"tenant-{batch}-{i}") for i in range(5000)]
@@ -401,3 +401,60 @@ def test_everything_written_is_plain_text_under_the_prefix(r: redis.Redis) -> No
             assert value is not None
             assert b"\x80" not in value  # no pickle protocol marker: plain text only
             value.decode("utf-8")
+
+
+# --- found by an adversarial run ------------------------------------------------------------
+
+def test_an_early_claim_is_counted_by_a_window_added_since_its_reservation(
+        r: redis.Redis) -> None:
+    t = Throttle("window-added", "20/s")
+    assert t.acquire(redis=r).granted
+    held = [t.acquire(redis=r, reserve=True) for _ in range(10)]
+    assert {Outcome.RESERVED} == {d.outcome for d in held}
+    override(r, t, "20/s", "3/60s,exact")  # an operator adds a quota
+    granted = 0
+    for reservation in held:
+        time.sleep(max(0.0, (reservation.slot - redis_now(r)) / 1e6 - 0.03))  # type: ignore[operator]
+        d = t.acquire(redis=r, reserve=True, reservation=reservation, max_inline_wait=0.1)
+        granted += d.granted
+        if d.granted:
+            time.sleep(d.wait)
+    assert 3 >= granted  # the quota counts the claims of older reservations too
+    assert granted >= 1
+
+
+def test_a_late_give_back_never_refunds_a_later_decision(r: redis.Redis) -> None:
+    t = Throttle("give-back-expired", "10/s")
+    first = t.acquire(redis=r)
+    time.sleep(0.15)  # the bucket is full again: its key expired
+    second = t.acquire(redis=r)
+    assert second.granted
+    assert not t.give_back(first, redis=r)  # its version is not the bucket's any more
+    assert not t.acquire(redis=r).granted  # second's token is still spent
+
+
+@pytest.mark.parametrize("spec", ["", " ", "garbage", "10/s", "B100000:1", "b1e6:1", "b0:1",
+                                  "w0:5", "b-5:1", "b100000:99999999999999999999"])
+def test_a_broken_override_falls_back_to_the_code_never_to_no_limit(r: redis.Redis,
+                                                                    spec: str) -> None:
+    t = Throttle("override-broken", "1/s")
+    r.hset(t.control_key(), "spec", spec)
+    outcomes = [t.acquire(redis=r).granted for _ in range(5)]
+    assert [True, False, False, False, False] == outcomes
+
+
+def test_a_lapsed_lease_is_taken_back_when_the_cap_has_room(r: redis.Redis) -> None:
+    t = Throttle("lease-retake", concurrency=2, lease=0.1)
+    assert t.acquire(redis=r, lease="slow").granted
+    time.sleep(0.15)  # not renewed in time (a stalled store, a process holding the GIL)
+    assert 2 == t.renew("slow", redis=r)  # taken back: there was room
+    assert t.acquire(redis=r, lease="other").granted
+    time.sleep(0.15)
+    assert t.acquire(redis=r, lease="third").granted
+    assert t.acquire(redis=r, lease="fourth").granted
+    assert 0 == t.renew("slow", redis=r)  # lapsed and full: the caller must say so
+
+
+def test_rate_limited_with_a_bad_default_still_pauses() -> None:
+    for bad in (-1, float("nan"), "5", True):
+        assert 1.0 == RateLimited(None, default=bad).retry_after  # type: ignore[arg-type]

@@ -292,3 +292,11 @@ def test_max_delay_must_stay_below_rabbitmqs_consumer_timeout() -> None:
         config.load(make_app(**amqp, taskthrottle_max_delay=2000))
     with pytest.raises(ConfigurationError, match="consumer timeout"):
         config.load(make_app(**amqp, taskthrottle_broker_consumer_timeout=200))
+
+
+@pytest.mark.parametrize("limits", [None, b"5/s", {"x": 1}])
+def test_throttles_setting_with_limits_of_the_wrong_type(limits: object) -> None:
+    app = make_app(taskthrottle_redis_url="redis://h:1/0",
+                   taskthrottle_throttles={"t.*": {"limits": limits}})
+    with pytest.raises(ConfigurationError, match=r"taskthrottle_throttles\['t\.\*'\]"):
+        config.load(app)

@@ -31,6 +31,7 @@
 -- ARGV[5]  inline   microseconds: a start at most this far ahead is GRANTED (caller sleeps)
 -- ARGV[6]  lease    the caller's lease id (concurrency only)
 -- ARGV[7]  cap      "<cap>:<lease microseconds>" or ""
+-- ARGV[8]  held     the ticket of the reservation being claimed (names its window entries)
 --
 -- Returns "<code> <wait> <slot> <now> <ticket> <paused-until>" (integers, microseconds):
 --   1 GRANTED   recorded on every limit; begin after `wait`, at `slot` (0 <= wait <= inline)
@@ -54,11 +55,28 @@ local max, min = math.max, math.min
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
+-- The limits: "<kind><a>:<b>" tokens; nil unless every token is sound (an operator's override
+-- that is not falls back to the code's limits: never to no limit at all).
+local function limits(spec)
+  if not spec then return nil end
+  local found = {}
+  for token in string.gmatch(spec, '%S+') do
+    local kind, a, b = string.match(token, '^([bw])(%d+):(%d+)$')
+    local x, y = tonumber(a), tonumber(b)
+    if not kind or x < 1 or x > 281474976710656 or y < 1 or y > 1000000000 then return nil end
+    found[#found + 1] = {kind, a, b, x, y}
+  end
+  if #found == 0 then return nil end
+  return found
+end
+
 local control = redis.call('HMGET', ckey, 'spec', 'pause')
-local spec = control[1] or ARGV[1]
+local spec = limits(control[1]) or limits(ARGV[1]) or {}
 local pause = tonumber(control[2]) or 0
 
-local version, own_pause, state = 0, 0, {}
+-- A bucket never seen (or expired) starts its versions at the clock: a version never repeats,
+-- so a late give_back can never match another caller's decision.
+local version, own_pause, state = now, 0, {}
 local stored = redis.call('GET', bkey)
 if stored then
   local it = string.gmatch(stored, '%S+')
@@ -70,8 +88,8 @@ end
 pause = max(pause, own_pause)
 
 local buckets, windows = {}, {}
-for kind, a, b in string.gmatch(spec, '(%a)(%d+):(%d+)') do
-  local x, y = tonumber(a), tonumber(b)
+for _, limit in ipairs(spec) do
+  local kind, a, b, x, y = limit[1], limit[2], limit[3], limit[4], limit[5]
   if cost > y then
     return string.format('5 0 0 %d %d 0', now, version)
   end
@@ -100,17 +118,27 @@ if ARGV[7] ~= '' then
   end
 end
 
--- Window entries at one score are interchangeable, so a slot's entries are found by score.
-local function drop(w, at)
-  local mine = redis.call('ZRANGEBYSCORE', w.key, at, at, 'LIMIT', 0, cost)
+-- A decision's window entries are named "<its version>.<1..cost>": a claim finds the entries
+-- of its reservation by name (another decision's entries may share their score).
+local held_version = math.floor((tonumber(ARGV[8]) or 0) / 2)
+local function entries(w)
+  local mine = {}
+  if held_version == 0 then return mine end
+  for i = 1, cost do
+    local name = string.format('%d.%d', held_version, i)
+    if redis.call('ZSCORE', w.key, name) then mine[#mine + 1] = name end
+  end
+  return mine
+end
+local function drop(w)
+  local mine = entries(w)
   if #mine > 0 then redis.call('ZREM', w.key, unpack(mine)) end
-  return #mine
 end
 
 local code, wait, at
 local writes = false  -- does the state string change?
 local fresh = 0  -- 1: this decision took a new slot on the schedule (give_back may undo it)
-local add_at, move_from = nil, nil  -- window entries to add at `add_at` (moved from `move_from`)
+local move_from = nil  -- a claim's slot: its window entries move to the window's `add_at`
 
 if slot ~= 0 and horizon >= 0 and slot - now > horizon then
   slot = 0  -- no reservation lies that far ahead: a forged or corrupted header, ask afresh
@@ -123,25 +151,25 @@ if slot ~= 0 then
     local start = max(now, slot, pause)
     for _, b in ipairs(buckets) do start = max(start, b.sat - b.tol) end
     local fits = start - now <= inline
-    if fits and start > slot then
-      -- Late: the entries move from the slot to the start, if no window gets too full.
+    if fits then
+      -- A window whose entries for this slot are not all there (a late start, or a window
+      -- added, changed or lost since the reservation) takes them at the start, if it can.
       for _, w in ipairs(windows) do
+        local mine = #entries(w)
         local later = redis.call('ZCOUNT', w.key, string.format('(%d', start - w.period), '+inf')
-        if slot > start - w.period then
-          later = later - #redis.call('ZRANGEBYSCORE', w.key, slot, slot, 'LIMIT', 0, cost)
-        end
-        if later > w.count - cost then fits = false break end
+        if slot > start - w.period then later = later - mine end
+        if (start > slot or mine < cost) and later > w.count - cost then fits = false break end
+        w.add_at = start  -- renamed after this decision (give_back finds them by name)
       end
     end
     if fits and busy then
       code, wait, at = 4, busy_wait, slot
     elseif fits then
-      code, wait, at, writes = 1, start - now, start, true
+      code, wait, at, writes, move_from = 1, start - now, start, true, slot
       for _, b in ipairs(buckets) do b.sat = max(b.sat, start) + b.inc end
-      if start > slot then add_at, move_from = start, slot end
     else
       -- Bumped: starting this late claim would hold back the starts after it.
-      for _, w in ipairs(windows) do drop(w, slot) end
+      for _, w in ipairs(windows) do drop(w) w.add_at = nil end
     end
   end
 end
@@ -162,15 +190,16 @@ if code == nil then
     end
     wait = at - now
     fresh = 1
+    for _, w in ipairs(windows) do w.add_at = at end
     if wait <= inline then
-      code, writes, add_at = 1, true, at
+      code, writes = 1, true
       for _, b in ipairs(buckets) do
         b.tat, b.sat = max(b.tat, at) + b.inc, max(b.sat, at) + b.inc
       end
     elseif horizon < 0 or wait > horizon then
       code, at = 3, 0
     else
-      code, writes, add_at = 2, true, at
+      code, writes = 2, true
       for _, b in ipairs(buckets) do b.tat = max(b.tat, at) + b.inc end
     end
   end
@@ -180,9 +209,11 @@ if writes then
   version = version + 1
   local expires = max(now, own_pause)
   for _, w in ipairs(windows) do
-    if move_from then drop(w, move_from) end
-    if add_at then
-      for i = 1, cost do redis.call('ZADD', w.key, add_at, version .. '.' .. i) end
+    if w.add_at then
+      if move_from then drop(w) end
+      for i = 1, cost do
+        redis.call('ZADD', w.key, w.add_at, string.format('%d.%d', version, i))
+      end
     end
     local newest = redis.call('ZRANGE', w.key, -1, -1, 'WITHSCORES')
     if #newest > 0 then

@@ -1,7 +1,7 @@
 -- give_back.lua — undo what one acquire.lua decision took, as far as that is safe.
 --
--- Window entries at the slot and the caller's lease are always removed (removing never lets
--- more through). The token buckets are rolled back only if the decision took a fresh slot and
+-- The decision's window entries (found by name) and the caller's lease are always removed
+-- (removing never lets more through). The token buckets are rolled back only if the decision took a fresh slot and
 -- nothing was written to the bucket since (its version is unchanged): otherwise later callers
 -- already hold slots computed after this one, and rolling back would double-book them; the
 -- token then lapses, which errs on the safe side.
@@ -18,19 +18,19 @@ local slot = tonumber(ARGV[4])
 local ticket = tonumber(ARGV[5])
 local spec = redis.call('HGET', ckey, 'spec') or ARGV[1]
 
+local version = math.floor(ticket / 2)
 for kind, a in string.gmatch(spec, '(%a)(%d+):%d+') do
-  if kind == 'w' then
+  if kind == 'w' and version > 0 then  -- the decision's entries, by name
     local key = bkey .. ':w' .. a
-    local mine = redis.call('ZRANGEBYSCORE', key, slot, slot, 'LIMIT', 0, cost)
-    if #mine > 0 then redis.call('ZREM', key, unpack(mine)) end
+    for i = 1, cost do redis.call('ZREM', key, string.format('%d.%d', version, i)) end
   end
 end
 if ARGV[6] ~= '' then redis.call('ZREM', bkey .. ':c', ARGV[6]) end
 
 local stored = redis.call('GET', bkey)
 if ticket % 2 ~= 1 or not stored then return 0 end
-local version = string.match(stored, '^(%d+) ')
-if tonumber(version) ~= (ticket - 1) / 2 then return 0 end
+local stored_version = string.match(stored, '^(%d+) ')
+if tonumber(stored_version) ~= version then return 0 end
 
 local it = string.gmatch(stored, '%S+')
 it()  -- the version

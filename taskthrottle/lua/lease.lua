@@ -6,7 +6,9 @@
 --
 -- KEYS[1]  the lease set (the bucket's key .. ':c')
 -- ARGV[1]  "renew" or "release"   ARGV[2] lease id   ARGV[3] lease length, microseconds
--- Returns 1 if the lease was held (and is renewed or released), 0 if it had expired or was gone.
+-- ARGV[4]  the cap (renew only): a lapsed lease is taken again if the cap has room
+-- Returns 1 if the lease was held (and is renewed or released), 2 if it had lapsed and was
+-- taken again, 0 if it had lapsed and the cap is full (or, on release, it was gone).
 
 local key, op, member = KEYS[1], ARGV[1], ARGV[2]
 if op == 'release' then
@@ -15,13 +17,17 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local expiry = tonumber(redis.call('ZSCORE', key, member))
-if not expiry or expiry <= now then
-  redis.call('ZREM', key, member)
-  return 0
-end
 local lease = tonumber(ARGV[3])
-redis.call('ZADD', key, 'XX', now + lease, member)
+local held = 1
+if not expiry or expiry <= now then
+  -- Lapsed (the store was away, or the process could not renew in time): the running task
+  -- takes its slot again if it can; if the cap is full, the caller must say the cap is broken.
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= tonumber(ARGV[4]) then return 0 end
+  held = 2
+end
+redis.call('ZADD', key, now + lease, member)
 if redis.call('PTTL', key) < lease / 1000 + 1 then
   redis.call('PEXPIRE', key, math.ceil(lease / 1000) + 1)
 end
-return 1
+return held
