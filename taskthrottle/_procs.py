@@ -89,7 +89,9 @@ class RedisServer:
             while True:
                 try:
                     probe.ping()
-                    return self
+                    if self.process.poll() is None:  # ours answered, not a stranger's
+                        return self
+                    raise redis.ConnectionError("redis-server exited")
                 except redis.ConnectionError:
                     if self.process.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(

@@ -45,11 +45,10 @@ def _release_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     leases.release(request.id)  # solo and threads pools hold it here
     try:
         settings = config.load(sender.app)
-        for throttle in sender.throttles(settings):
-            if throttle.concurrency is not None:
-                throttle.release(request.id, key=throttle.key_for(request.args or (),
-                                                                  request.kwargs or {}),
-                                 redis=config.client(sender.app), prefix=settings.prefix)
+        for ask in sender._asks(sender.throttles(settings), request.args, request.kwargs):
+            if ask.throttle.concurrency is not None:
+                ask.throttle.release(request.id, key=ask.key, redis=config.client(sender.app),
+                                     prefix=settings.prefix)
     except (ConfigurationError, BackendError) as exc:  # it lapses on its own
         logger.warning("taskthrottle: revoked task %s keeps its lease until it lapses: %s",
                        request.id, exc)

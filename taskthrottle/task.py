@@ -9,6 +9,7 @@ throttles and is deferred the same way. Nothing else happens here.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
@@ -159,7 +160,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             return
         # Wrong arguments for the key or cost can never be admitted: that fails the task, clearly.
         cost = self._cost(throttles, args, kwargs or {})
-        asks = [_Ask(t, t.key_for(args, kwargs or {})) for t in throttles]
+        asks = self._asks(throttles, args, kwargs)
         if self.request.is_eager:
             self._admit_eagerly(asks, cost, settings)
             return
@@ -173,8 +174,8 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         except RateLimited as exc:
             if self.request.is_eager:  # no broker to defer to: pause for the others, re-raise
                 settings = config.load(self.app)
-                self._pause_for(exc, [_Ask(t, t.key_for(args, kwargs)) for t in
-                                      self.throttles(settings)], settings)
+                self._pause_for(exc, self._asks(self.throttles(settings), args, kwargs),
+                                settings)
                 raise
             self._pushed_back(exc, args, kwargs)
 
@@ -195,6 +196,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             reservations[carried.held] = carried.reservation
         grants: dict[int, tuple[Decision, float]] = {}
         lease = self.request.id
+        round_trip = 0.0
         for _ in range(_MAX_RECLAIMS):
             refused: dict[int, Decision] = {}
             for i in range(len(asks)):
@@ -204,6 +206,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 decision = self._decide(asks, i, cost, reservations.get(i), carried, settings,
                                         inline, lease, grants)
                 answered = time.monotonic()
+                round_trip = max(round_trip, min(answered - asked, _ROUND_TRIP_ALLOWANCE))
                 if decision.granted:
                     late = max(0.0, answered - asked - _ROUND_TRIP_ALLOWANCE)
                     grants[i] = (decision, answered + decision.wait - late)
@@ -218,14 +221,19 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 if start < latest - tolerance:  # another throttle wants a later start
                     self._give_back(asks[i], decision, cost)
                     del grants[i]
-            slept = latest > time.monotonic()
-            if slept:
-                time.sleep(latest - time.monotonic())
             if len(grants) < len(asks):
+                time.sleep(max(0.0, latest - time.monotonic()))
                 continue  # ask the given-back throttles again, now that the latest start is here
-            paused = {i: 0.0 for i, (decision, _) in grants.items()  # a 429 elsewhere
-                      if slept and self._paused_after(asks[i], decision, settings)}
-            now = time.monotonic()  # after the pause check: its round trip may stall too
+            # A pause (a 429 elsewhere) that lands while this task sleeps toward its start
+            # stops it: checked one round trip before the start, so the check does not
+            # delay it (a hung check does, and then counts as a stall).
+            paused: dict[int, float] = {}
+            if latest - time.monotonic() > round_trip:
+                time.sleep(latest - time.monotonic() - round_trip)
+                paused = {i: 0.0 for i, (decision, _) in grants.items()
+                          if self._paused_after(asks[i], decision, settings)}
+            time.sleep(max(0.0, latest - time.monotonic()))
+            now = time.monotonic()
             stalled = {i: now - start for i, (_, start) in grants.items()
                        if now - start > tolerance}
             stalled.update(paused)
@@ -366,7 +374,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         the pause (it reserves the first slot after it, like any task arriving meanwhile)."""
         settings = config.load(self.app)
         throttles = self.throttles(settings)
-        asks = [_Ask(t, t.key_for(args, kwargs or {})) for t in throttles]
+        asks = self._asks(throttles, args, kwargs)
         paused = self._pause_for(exc, asks, settings)
         leases.release(self.request.id)
         carried = _Carried.from_request(self.request)
@@ -378,6 +386,19 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         # Admitted at once (a pause of 0 s): give it all back and come again right away.
         leases.release(self.request.id)
         self._defer(asks[0].throttle, carried, 0.001, wait=0.0, reason="paused")
+
+    def _asks(self, throttles: tuple[Throttle, ...], args: Any, kwargs: Any) -> list[_Ask]:
+        """Each throttle with the bucket these arguments choose. Key templates see every
+        argument by its name (``"{tenant}"`` fits ``f(1, "acme")`` and ``f(1, tenant="acme")``)."""
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        named = None
+        if any(isinstance(t.key, str) for t in throttles):
+            try:
+                bound = inspect.signature(self.run).bind_partial(*args, **kwargs).arguments
+                named = {**kwargs, **{k: v for k, v in bound.items() if k not in kwargs}}
+            except (TypeError, ValueError):  # arguments the body does not take: names as given
+                named = kwargs
+        return [_Ask(t, t.key_for(args, kwargs, named=named)) for t in throttles]
 
     def _pause_for(self, exc: RateLimited, asks: list[_Ask],
                    settings: config.Settings) -> list[_Ask]:
@@ -454,8 +475,9 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         # limits, links, chain, chord and group; ``retries`` is passed through unchanged.
         self.signature_from_request(request, countdown=countdown, headers=headers).apply_async()
         name = throttle.name if throttle is not None else None
-        logger.info("%s[%s] throttled by %r (%s): deferred %.3f s (deferral %d)",
-                    self.name, request.id, name, reason, countdown, deferrals)
+        logger.info("%s[%s] %s (%s): deferred %.3f s (deferral %d)", self.name, request.id,
+                    f"throttled by {name!r}" if name else "not admitted", reason, countdown,
+                    deferrals)
         task_throttled.send(sender=self, task_id=request.id, throttle=name,
                             reason=reason, countdown=countdown, wait=wait, slot=slot,
                             deferrals=deferrals)

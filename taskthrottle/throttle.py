@@ -304,8 +304,12 @@ class Throttle:
         """The shortest spacing between starts any limit asks for (microseconds; 0 if none)."""
         return min((limit.rate.interval_us for limit in self.limits), default=0)
 
-    def key_for(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> str | None:
+    def key_for(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
+                named: dict[str, Any] | None = None) -> str | None:
         """The bucket key of a call with these arguments (``None`` for an unkeyed throttle).
+
+        A template is filled from ``args`` and ``named`` (every argument by its parameter name,
+        however it was passed; default ``kwargs``); a callable is called as the task is.
 
         Raises:
             ConfigurationError: the key template or callable does not fit the arguments.
@@ -315,7 +319,7 @@ class Throttle:
         kwargs = kwargs or {}
         try:
             if isinstance(self.key, str):
-                return self.key.format(*args, **kwargs)
+                return self.key.format(*args, **(kwargs if named is None else named))
             return str(self.key(*args, **kwargs))
         except Exception as exc:  # the key callable or a value's __format__ is user code
             raise ConfigurationError(

@@ -38,6 +38,7 @@ def fleet(broker: str, store: str, record: str, *, count: int, concurrency: int,
     fleet_app.app.conf.broker_url = broker
     fleet_app.app.conf.taskthrottle_redis_url = store
     fleet_app.app.conf.update(settings or {})
+    fleet_app.app._after_fork()  # drop connection pools made for an earlier broker
     fleet_app._record = None
     queues = [queue] + [f"{queue}-{i + 1}" for i in range(extra_queues)]
     fleet_app.queues = queues  # type: ignore[attr-defined]

@@ -198,7 +198,7 @@ def test_a_bad_name_is_refused(url: str) -> None:
 # --- pause / resume ---------------------------------------------------------------------------
 
 def test_pause_and_resume(r: redis.Redis, url: str) -> None:
-    t = Throttle("cli-pause", "100/s", burst=10)
+    t = Throttle("cli-pause", "1/s", burst=10)  # its state outlives the CLI's start-up
     assert t.acquire(redis=r).granted
     assert "cli-pause: paused for 30 s" in run("pause", "cli-pause", "30", url=url).stdout
     row = rows("cli-pause", url=url)["cli-pause"]

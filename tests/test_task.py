@@ -300,3 +300,18 @@ def test_throttles_setting_with_limits_of_the_wrong_type(limits: object) -> None
                    taskthrottle_throttles={"t.*": {"limits": limits}})
     with pytest.raises(ConfigurationError, match=r"taskthrottle_throttles\['t\.\*'\]"):
         config.load(app)
+
+
+def test_a_key_template_sees_arguments_by_name_however_they_are_passed(
+        r: redis.Redis, taskthrottle_url: str) -> None:
+    app = make_app(task_always_eager=True, taskthrottle_redis_url=taskthrottle_url)
+    per_tenant = Throttle("by-name", "1/h", key="{tenant}")
+
+    @app.task(base=ThrottledTask, throttle=per_tenant, lazy=False, shared=False, name="by-name")
+    def push(items: list[int], tenant: str) -> str:
+        return tenant
+
+    assert "acme" == push.delay([1], "acme").get()  # positionally
+    assert "bolt" == push.delay([1], tenant="bolt").get()  # by keyword
+    assert {per_tenant.redis_key("acme"), per_tenant.redis_key("bolt")} == {
+        k.decode() for k in r.scan_iter("*")}
