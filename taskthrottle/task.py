@@ -197,23 +197,36 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         grants: dict[int, tuple[Decision, float]] = {}
         lease = self.request.id
         round_trip = 0.0
+        # The throttle that refused this task last is asked first: once one refuses, the
+        # others are only asked what they would say (a peek takes nothing), so nothing needs
+        # giving back but what was granted before the refusal.
+        hint = _last_refuser.get(self.name)
+        order = sorted(range(len(asks)), key=lambda i: asks[i].throttle.name != hint)
         for _ in range(_MAX_RECLAIMS):
             refused: dict[int, Decision] = {}
-            for i in range(len(asks)):
+            peeks: dict[int, Decision] = {}
+            for i in order:
                 if i in grants:
                     continue
                 asked = time.monotonic()
                 decision = self._decide(asks, i, cost, reservations.get(i), carried, settings,
-                                        inline, lease, grants)
+                                        inline, lease, grants, peek=bool(refused))
                 answered = time.monotonic()
                 round_trip = max(round_trip, min(answered - asked, _ROUND_TRIP_ALLOWANCE))
                 if decision.granted:
                     late = max(0.0, answered - asked - _ROUND_TRIP_ALLOWANCE)
                     grants[i] = (decision, answered + decision.wait - late)
                     reservations.pop(i, None)
+                elif refused:
+                    peeks[i] = decision
                 else:
                     refused[i] = decision
             if refused:
+                first = next(iter(refused))
+                _last_refuser[self.name] = asks[first].throttle.name
+                if peeks:
+                    self._reserve_latest(asks, cost, refused, peeks, grants, carried, settings,
+                                         inline, lease)
                 self._refuse(asks, cost, grants, refused, reservations, carried, settings,
                              inline)
             latest = max(start for _, start in grants.values())
@@ -256,6 +269,30 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         except BackendError:
             return False  # the decision stands; the next one will meet the outage
         return decision.slot is not None and until > decision.slot
+
+    def _reserve_latest(self, asks: list[_Ask], cost: int, refused: dict[int, Decision],
+                        peeks: dict[int, Decision], grants: dict[int, tuple[Decision, float]],
+                        carried: _Carried, settings: config.Settings, inline: float,
+                        lease: str) -> None:
+        """A throttle peeked after the refusal would make the task wait longer: reserve there
+        (the refuser's shorter reservation is then given back by :meth:`_refuse`)."""
+        def eta(decision: Decision) -> float:  # when the task would come back
+            if decision.outcome is Outcome.BUSY:
+                return min(max(decision.wait, 0.01), settings.busy_delay)
+            return min(decision.wait, settings.max_delay)
+
+        ((_, refusal),) = refused.items()
+        j = max(peeks, key=lambda i: eta(peeks[i]))
+        if eta(peeks[j]) <= eta(refusal) + 0.001:
+            return
+        if peeks[j].outcome is not Outcome.DENIED or peeks[j].wait > settings.max_delay:
+            refused[j] = peeks[j]  # busy, or beyond the horizon: nothing to reserve
+            return
+        decision = self._decide(asks, j, cost, None, carried, settings, inline, lease, grants)
+        if decision.granted:  # it freed up meanwhile: given back with the other grants
+            grants[j] = (decision, time.monotonic())
+        else:
+            refused[j] = decision
 
     def _admitted(self, asks: list[_Ask], grants: dict[int, tuple[Decision, float]],
                   carried: _Carried, settings: config.Settings) -> None:
@@ -315,14 +352,14 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
 
     def _decide(self, asks: list[_Ask], i: int, cost: int, reservation: Decision | None,
                 carried: _Carried, settings: config.Settings, inline: float, lease: str,
-                grants: dict[int, tuple[Decision, float]]) -> Decision:
-        """One decision; when Redis fails, the task is deferred with backoff instead."""
+                grants: dict[int, tuple[Decision, float]], *, peek: bool = False) -> Decision:
+        """One decision (or a peek); when Redis fails, the failure policy applies."""
         ask = asks[i]
         try:
             return ask.throttle.acquire(
                 cost, key=ask.key, redis=config.client(self.app), prefix=settings.prefix,
-                reserve=True, reservation=reservation, max_delay=settings.max_delay,
-                max_inline_wait=inline, lease=lease,
+                reserve=True, reservation=None if peek else reservation,
+                max_delay=settings.max_delay, max_inline_wait=inline, lease=lease, peek=peek,
             )
         except ConfigurationError as exc:
             # An operator's override that can never grant this cost: hand the task back (and
@@ -506,6 +543,10 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 task_unthrottled.send(sender=self, task_id=self.request.id,
                                       throttle=ask.throttle.name, error=exc)
         leases.hold(self.request.id, held)
+
+
+#: Per task name, the throttle that refused it last (asked first next time).
+_last_refuser: dict[str, str] = {}
 
 
 def _as_tuple(value: object) -> tuple[Throttle, ...]:

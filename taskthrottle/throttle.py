@@ -363,6 +363,7 @@ class Throttle:
         max_delay: float = 300.0,
         max_inline_wait: float = 0.0,
         lease: str | None = None,
+        peek: bool = False,
     ) -> Decision:
         """Ask for ``cost`` tokens from every limit now, in one round trip.
 
@@ -378,6 +379,7 @@ class Throttle:
             max_inline_wait: a start at most this many seconds ahead is GRANTED with that
                 ``wait``; the caller is expected to sleep it out before starting.
             lease: the lease id to hold under a concurrency cap (default: a new one).
+            peek: take nothing: answer DENIED (or BUSY) with the wait a request would have.
 
         Raises:
             ConfigurationError: ``cost`` out of range (also: above an override's limits),
@@ -391,11 +393,13 @@ class Throttle:
                 owner=f"throttle {self.name!r}",
             )
         client = redis if redis is not None else self._default_client()
+        if peek:
+            reserve, max_inline_wait = False, -1.0  # never reserved, never granted
         args = self._args.get((cost, reserve, max_delay, max_inline_wait))
         if args is None:  # first call with these options: check them once, then encode them
             for label, seconds in (("max_delay", max_delay), ("max_inline_wait", max_inline_wait)):
                 if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-                        or not 0 <= seconds < 10**9:
+                        or not (0 <= seconds < 10**9 or (peek and seconds == -1.0)):
                     raise ConfigurationError(
                         f"throttle {self.name!r}: {label} {seconds!r} must be a number of "
                         "seconds >= 0", value=seconds, owner=f"throttle {self.name!r}",

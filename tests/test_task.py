@@ -9,7 +9,15 @@ import pytest
 import redis
 from celery import Celery
 
-from taskthrottle import BackendError, ConfigurationError, Throttle, ThrottledTask, config
+from taskthrottle import (
+    BackendError,
+    ConfigurationError,
+    Limit,
+    Outcome,
+    Throttle,
+    ThrottledTask,
+    config,
+)
 from taskthrottle._procs import RedisServer
 
 
@@ -315,3 +323,15 @@ def test_a_key_template_sees_arguments_by_name_however_they_are_passed(
     assert "bolt" == push.delay([1], tenant="bolt").get()  # by keyword
     assert {per_tenant.redis_key("acme"), per_tenant.redis_key("bolt")} == {
         k.decode() for k in r.scan_iter("*")}
+
+
+def test_peek_takes_nothing_and_says_the_wait(r: redis.Redis) -> None:
+    t = Throttle("peeked", "1/h", Limit("5/h", exact=True), concurrency=1)
+    assert t.acquire(redis=r, lease="a").granted
+    before = sorted((k, r.dump(k)) for k in r.scan_iter("*"))
+    assert Outcome.BUSY == t.acquire(redis=r, lease="b", peek=True).outcome
+    t.release("a", redis=r)
+    before = sorted((k, r.dump(k)) for k in r.scan_iter("*"))
+    peek = t.acquire(redis=r, lease="b", peek=True, reserve=True, max_inline_wait=1)
+    assert (Outcome.DENIED, True) == (peek.outcome, 3599 < peek.wait <= 3600)
+    assert before == sorted((k, r.dump(k)) for k in r.scan_iter("*"))
