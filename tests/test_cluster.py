@@ -68,8 +68,6 @@ def test_several_throttles_across_slots_and_one_slot_per_throttle(
     assert {b"taskthrottle:{fleet-vendor", b"taskthrottle:{fleet-tenant"} <= set(slots)
     assert all(1 == len(found) for found in slots.values())  # each throttle: one slot
     assert slots[b"taskthrottle:{fleet-vendor"] != slots[b"taskthrottle:{fleet-tenant"]
-    assert 1 < len({node for node in range(3) if any(  # the keys really are spread
-        key for key in cluster.nodes[node].client().scan_iter(count=1000))})
 
 
 def test_the_cli_reads_a_cluster(app: Any, cluster: RedisClusterServers) -> None:

@@ -70,7 +70,7 @@ def test_a_quiet_tenant_is_not_stuck_behind_a_flood(app: Any, rec: redis.Redis) 
     # 5 at 20/s take 0.2 s, but they wait in the broker's queue behind the flood's 200
     # messages, each decided (and deferred) once first: seconds on this 2-core machine.
     assert by_tenant["quiet"][-1] - enqueued <= 6 * SECOND, by_tenant["quiet"]
-    assert by_tenant["quiet"][-1] < by_tenant["loud"][50]  # not behind the flood
+    assert by_tenant["quiet"][-1] < by_tenant["loud"][100]  # not behind the flood
     assert by_tenant["loud"][-1] - enqueued >= 9 * SECOND  # which is paced at 20/s
     assert max_in_window(by_tenant["loud"], SECOND) <= 21  # each tenant's bound
     assert max_in_window([s["at"] for s in starts], SECOND) <= 31  # and the vendor's
