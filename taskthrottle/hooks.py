@@ -42,6 +42,10 @@ def _release_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     runs in the worker's main process, which knows the lease by the task's id."""
     if not isinstance(sender, ThrottledTask) or request is None:
         return
+    _release_for(sender, request)
+
+
+def _release_for(sender: Any, request: Any) -> None:
     leases.release(request.id)  # solo and threads pools hold it here
     try:
         settings = config.load(sender.app)
@@ -55,8 +59,20 @@ def _release_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
 
 
 def _release_all(**_: Any) -> None:
-    """The process is shutting down: whatever it still holds goes back now, not at expiry."""
+    """A pool process is shutting down: whatever it still holds goes back now, not at expiry."""
     leases.release_all()
+
+
+def _release_at_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    """The worker is shutting down (a cold shutdown kills its pool processes): the main
+    process gives back the leases of the tasks still running, by their ids."""
+    leases.release_all()
+    from celery.worker import state
+
+    for request in list(state.active_requests):
+        task = getattr(request, "task", None)
+        if isinstance(task, ThrottledTask):
+            _release_for(task, request)
 
 
 def _check_settings_at_start(sender: Any = None, **_: Any) -> None:
@@ -100,4 +116,4 @@ worker_ready.connect(_check_settings_at_start, weak=False)
 task_postrun.connect(_release_leases, weak=False)
 task_revoked.connect(_release_revoked, weak=False)
 worker_process_shutdown.connect(_release_all, weak=False)
-worker_shutdown.connect(_release_all, weak=False)
+worker_shutdown.connect(_release_at_worker_shutdown, weak=False)
