@@ -183,10 +183,11 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                settings: config.Settings, inline: float) -> None:
         """Return once every throttle admits this start; otherwise defer (raise ``Ignore``).
 
-        A start a throttle granted is measured on this process's monotonic clock: one that
-        would come later than that throttle recorded (another throttle asked for a longer
-        wait, or the process stalled) is given back or claimed again, so no throttle sees a
-        start later than it allowed. The round trip is the store's distance, not a stall,
+        Each throttle is asked for a start no earlier than those already granted; a start a
+        throttle granted is measured on this process's monotonic clock, and one that would come
+        later than that throttle recorded (a throttle asked after it wanted a later start, or
+        the process stalled) is claimed again, so no throttle sees a start later than it
+        allowed. The round trip is the store's distance, not a stall,
         unless it takes longer than any network.
         """
         tolerance = min(max(min((a.throttle.interval_us for a in asks if a.throttle.limits),
@@ -202,15 +203,27 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         # giving back but what was granted before the refusal.
         hint = _last_refuser.get(self.name)
         order = sorted(range(len(asks)), key=lambda i: asks[i].throttle.name != hint)
+        if carried.reservation is not None and carried.held < len(asks):
+            # The slot held is claimed first; the others are asked when that start is near
+            # (asking a bucket for a start far ahead would leave its slots before it unused).
+            order = [carried.held] + [i for i in order if i != carried.held]
         for _ in range(_MAX_RECLAIMS):
             refused: dict[int, Decision] = {}
             peeks: dict[int, Decision] = {}
             for i in order:
                 if i in grants:
                     continue
+                # no earlier than the throttles already granted start (Redis clock), asked
+                # once that start is a round trip away
+                if grants and i not in reservations:
+                    ahead = max(start for _, start in grants.values()) - time.monotonic()
+                    if ahead > round_trip:
+                        time.sleep(ahead - round_trip)
+                not_before = max((d.slot or 0 for d, _ in grants.values()), default=0)
                 asked = time.monotonic()
                 decision = self._decide(asks, i, cost, reservations.get(i), carried, settings,
-                                        inline, lease, grants, peek=bool(refused))
+                                        inline, lease, grants, peek=bool(refused),
+                                        not_before=not_before)
                 answered = time.monotonic()
                 round_trip = max(round_trip, min(answered - asked, _ROUND_TRIP_ALLOWANCE))
                 if decision.granted:
@@ -230,13 +243,11 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 self._refuse(asks, cost, grants, refused, reservations, carried, settings,
                              inline)
             latest = max(start for _, start in grants.values())
-            for i, (decision, start) in list(grants.items()):
-                if start < latest - tolerance:  # another throttle wants a later start
-                    self._give_back(asks[i], decision, cost)
-                    del grants[i]
-            if len(grants) < len(asks):
-                time.sleep(max(0.0, latest - time.monotonic()))
-                continue  # ask the given-back throttles again, now that the latest start is here
+            early = [i for i, (_, start) in grants.items() if start < latest - tolerance]
+            if early:  # a throttle granted later than one asked before it: move those along
+                for i in early:
+                    reservations[i] = grants.pop(i)[0]  # claimed again, not before the latest
+                continue
             # A pause (a 429 elsewhere) that lands while this task sleeps toward its start
             # stops it: checked one round trip before the start, so the check does not
             # delay it (a hung check does, and then counts as a stall).
@@ -352,7 +363,8 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
 
     def _decide(self, asks: list[_Ask], i: int, cost: int, reservation: Decision | None,
                 carried: _Carried, settings: config.Settings, inline: float, lease: str,
-                grants: dict[int, tuple[Decision, float]], *, peek: bool = False) -> Decision:
+                grants: dict[int, tuple[Decision, float]], *, peek: bool = False,
+                not_before: int = 0) -> Decision:
         """One decision (or a peek); when Redis fails, the failure policy applies."""
         ask = asks[i]
         try:
@@ -360,6 +372,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 cost, key=ask.key, redis=config.client(self.app), prefix=settings.prefix,
                 reserve=True, reservation=None if peek else reservation,
                 max_delay=settings.max_delay, max_inline_wait=inline, lease=lease, peek=peek,
+                not_before=not_before,
             )
         except ConfigurationError as exc:
             # An operator's override that can never grant this cost: hand the task back (and

@@ -364,6 +364,7 @@ class Throttle:
         max_inline_wait: float = 0.0,
         lease: str | None = None,
         peek: bool = False,
+        not_before: int = 0,
     ) -> Decision:
         """Ask for ``cost`` tokens from every limit now, in one round trip.
 
@@ -374,12 +375,15 @@ class Throttle:
             prefix: the namespace of the throttle's keys.
             reserve: when denied, hold the next free slot (if within ``max_delay``).
             reservation: the earlier RESERVED decision being claimed (or its ``slot``; the
-                decision itself also names its exact-window entries, so pass it when you can).
+                decision itself also names its exact-window entries, so pass it when you can),
+                or a GRANTED one being moved to a later start (``not_before``).
             max_delay: the furthest ahead, in seconds, a slot may be reserved.
             max_inline_wait: a start at most this many seconds ahead is GRANTED with that
                 ``wait``; the caller is expected to sleep it out before starting.
             lease: the lease id to hold under a concurrency cap (default: a new one).
             peek: take nothing: answer DENIED (or BUSY) with the wait a request would have.
+            not_before: Redis microseconds: start no earlier (another throttle of the same
+                start allows it only then).
 
         Raises:
             ConfigurationError: ``cost`` out of range (also: above an override's limits),
@@ -414,13 +418,14 @@ class Throttle:
             )
         if self.concurrency is not None:
             lease = lease or uuid.uuid4().hex
-        held, slot = 0, reservation
+        held, slot, regrant = 0, reservation, 0
         if isinstance(reservation, Decision):
             held, slot = reservation.ticket, reservation.slot
+            regrant = int(reservation.outcome is Outcome.GRANTED)
         if slot or lease:
             args = (*args[:2], str(slot or 0).encode(), *args[3:5],
                     (lease or "").encode(), args[6])
-        args = (*args, str(held).encode())
+        args = (*args, str(held).encode(), str(int(not_before)).encode(), b"%d" % regrant)
         reply = self._run("acquire", key, prefix, args, client)
         code, wait, slot, now, ticket, paused = reply.split()
         if code == b"5":
@@ -428,8 +433,10 @@ class Throttle:
                 f"throttle {self.name!r}: cost {cost} exceeds what its limits (as overridden "
                 "in Redis) can ever grant", value=cost, owner=f"throttle {self.name!r}")
         outcome = _OUTCOMES[int(code)]
+        held_lease = lease if outcome is Outcome.GRANTED and self.concurrency is not None \
+            else None
         return Decision(outcome, int(wait) / 1_000_000, int(slot) or None, int(now),
-                        int(ticket), int(paused), lease if outcome is Outcome.GRANTED else None)
+                        int(ticket), int(paused), held_lease)
 
     def give_back(self, decision: Decision, cost: int = 1, *, key: object = None,
                   redis: _redis.Redis | None = None, prefix: str = DEFAULT_PREFIX) -> bool:

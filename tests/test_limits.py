@@ -458,3 +458,17 @@ def test_a_lapsed_lease_is_taken_back_when_the_cap_has_room(r: redis.Redis) -> N
 def test_rate_limited_with_a_bad_default_still_pauses() -> None:
     for bad in (-1, float("nan"), "5", True):
         assert 1.0 == RateLimited(None, default=bad).retry_after  # type: ignore[arg-type]
+
+
+def test_not_before_moves_a_grant_and_a_claim_to_a_later_start(r: redis.Redis) -> None:
+    t = Throttle("not-before", "10/s", Limit("5/s", exact=True))
+    later = redis_now(r) + 150_000
+    fresh = t.acquire(redis=r, max_inline_wait=0.25, not_before=later)
+    assert (Outcome.GRANTED, later) == (fresh.outcome, fresh.slot)
+    moved = t.acquire(redis=r, reservation=fresh, max_inline_wait=0.25, not_before=later + 50_000)
+    # its own mark on the gate is taken off (nothing came after it), so it moves just there
+    assert (Outcome.GRANTED, later + 50_000) == (moved.outcome, moved.slot)
+    (entry,) = r.zrange(t.redis_key() + ":w1050000", 0, -1, withscores=True)
+    assert later + 50_000 == int(entry[1])  # the window entry moved with it, not doubled
+    other = t.acquire(redis=r, max_inline_wait=0.3)
+    assert other.slot == later + 150_000  # type: ignore[operator]  # and the gate holds after it

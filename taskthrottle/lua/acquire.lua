@@ -32,6 +32,10 @@
 -- ARGV[6]  lease    the caller's lease id (concurrency only)
 -- ARGV[7]  cap      "<cap>:<lease microseconds>" or ""
 -- ARGV[8]  held     the ticket of the reservation being claimed (names its window entries)
+-- ARGV[9]  not_before  microseconds: start no earlier (another throttle of the same task
+--          starts then); 0: no such bound
+-- ARGV[10] "1": the slot claimed is the caller's own GRANT, being moved to a later start; if
+--          nothing was written since, its own mark on the start gate is taken off first
 --
 -- Returns "<code> <wait> <slot> <now> <ticket> <paused-until>" (integers, microseconds):
 --   1 GRANTED   recorded on every limit; begin after `wait`, at `slot` (0 <= wait <= inline)
@@ -50,6 +54,7 @@ local slot = tonumber(ARGV[3])
 local horizon = tonumber(ARGV[4])
 local inline = tonumber(ARGV[5])
 local member = ARGV[6]
+local not_before = tonumber(ARGV[9]) or 0
 local max, min = math.max, math.min
 
 local t = redis.call('TIME')
@@ -143,12 +148,15 @@ local move_from = nil  -- a claim's slot: its window entries move to the window'
 if slot ~= 0 and horizon >= 0 and slot - now > horizon then
   slot = 0  -- no reservation lies that far ahead: a forged or corrupted header, ask afresh
 end
+if slot ~= 0 and ARGV[10] == '1' and held_version == version then
+  for _, b in ipairs(buckets) do b.sat = b.sat - b.inc end  -- the gate as before that grant
+end
 if slot ~= 0 then
   if slot - now > inline then
     -- Early by the Redis clock (skewed worker clocks): keep the reservation, nothing changes.
     code, wait, at = 2, slot - now, slot
   else
-    local start = max(now, slot, pause)
+    local start = max(now, slot, pause, not_before)
     for _, b in ipairs(buckets) do start = max(start, b.sat - b.tol) end
     local fits = start - now <= inline
     if fits then
@@ -179,7 +187,7 @@ if code == nil then
     code, wait, at = 4, busy_wait, 0
   else
     -- A fresh slot: the earliest time every limit allows.
-    at = max(now, pause)
+    at = max(now, pause, not_before)
     for _, b in ipairs(buckets) do at = max(at, b.tat - b.tol, b.sat - b.tol) end
     for _, w in ipairs(windows) do
       local j = redis.call('ZCARD', w.key) - w.count + cost  -- this entry must leave the window
