@@ -60,3 +60,18 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
+
+
+def module_fleet(*, count: int, concurrency: int) -> Any:
+    """A module-scoped ``app`` fixture: ``count`` workers × ``concurrency`` on the session
+    server (broker db 1, store db 0, record db 2)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def app(server: Any) -> Iterator[Any]:
+        server.client(1).flushdb()
+        with fleet(server.url(1), server.url(0), server.url(2), count=count,
+                   concurrency=concurrency) as fleet_app:
+            yield fleet_app
+
+    return app

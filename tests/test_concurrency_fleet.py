@@ -6,26 +6,20 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from fleetlib import fleet, records, wait_for
+from fleetlib import module_fleet, records, wait_for
 
 from taskthrottle import Outcome
-from taskthrottle._procs import RedisServer
 
 pytestmark = pytest.mark.fleet
 
 SECOND = 1_000_000
 
 
-@pytest.fixture(scope="module")
-def app(server: RedisServer) -> Iterator[Any]:
-    server.client(1).flushdb()
-    with fleet(server.url(1), server.url(0), server.url(2), count=3, concurrency=4) as fleet_app:
-        yield fleet_app
+app = module_fleet(count=3, concurrency=4)
 
 
 def test_never_more_than_3_running_and_all_done(app: Any, rec: redis.Redis,

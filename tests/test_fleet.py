@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from fleetlib import fleet, records
+from fleetlib import module_fleet, records
 
-from taskthrottle._procs import RedisServer
 from taskthrottle.testing import max_in_window
 
 pytestmark = pytest.mark.fleet
@@ -18,11 +16,7 @@ pytestmark = pytest.mark.fleet
 SECOND = 1_000_000
 
 
-@pytest.fixture(scope="module")
-def app(server: RedisServer) -> Iterator[Any]:
-    server.client(1).flushdb()
-    with fleet(server.url(1), server.url(0), server.url(2), count=3, concurrency=2) as fleet_app:
-        yield fleet_app
+app = module_fleet(count=3, concurrency=2)
 
 
 

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from click.testing import CliRunner
-from fleetlib import fleet, records, wait_for
+from fleetlib import module_fleet, records, wait_for
 
 from taskthrottle._procs import RedisServer
 from taskthrottle.cli import main as cli
@@ -21,11 +20,7 @@ pytestmark = pytest.mark.fleet
 SECOND = 1_000_000
 
 
-@pytest.fixture(scope="module")
-def app(server: RedisServer) -> Iterator[Any]:
-    server.client(1).flushdb()
-    with fleet(server.url(1), server.url(0), server.url(2), count=3, concurrency=2) as fleet_app:
-        yield fleet_app
+app = module_fleet(count=3, concurrency=2)
 
 
 def run_all(results: list[Any], timeout: float) -> None:
