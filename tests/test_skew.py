@@ -3,6 +3,7 @@ record Redis), and deliveries that come early by the Redis clock are detected an
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import uuid
@@ -16,6 +17,7 @@ import redis
 from fleetlib import TESTS, records
 
 from taskthrottle._procs import RedisServer, WorkerFleet
+from taskthrottle.task import HEADER_SLOT
 from taskthrottle.testing import max_in_window
 
 pytestmark = pytest.mark.fleet
@@ -71,5 +73,20 @@ def test_the_bound_holds_with_clocks_10_s_apart(server: RedisServer, rec: redis.
     assert 2 == len({s["hostname"] for s in starts})
     skews = {s["hostname"]: round(s["local"] - s["at"] / SECOND) for s in starts}
     assert {10, -10} == set(skews.values()), skews  # the clocks really were 10 s off
-    reasons = Counter(t["reason"] for t in records(rec, "throttled"))
-    assert reasons["early"] >= 1, reasons  # a fast clock's early delivery, seen by Redis time
+
+
+def test_a_fast_clocks_early_delivery_waits_for_its_slot(server: RedisServer,
+                                                         rec: redis.Redis) -> None:
+    """A task reserved for 3 s from now, due by the publisher's (true) clock: the worker 10 s
+    fast takes it at once, Redis time says it is early, and it starts on its slot anyway."""
+    server.client(1).flushdb()
+    with skewed_fleet(server, ["+10s"]) as app:
+        seconds, micros = rec.time()
+        slot = seconds * SECOND + micros + 3 * SECOND
+        due = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)
+        result = app.main_task.apply_async((7,), eta=due, headers={HEADER_SLOT: slot})
+        assert 7 == result.get(timeout=60)["i"]
+    (start,) = records(rec, "starts:main")
+    assert slot - 5_000 <= start["at"] <= slot + 500_000  # on its slot, not 10 s early
+    reasons = [t["reason"] for t in records(rec, "throttled")]
+    assert "early" in reasons, reasons
