@@ -178,6 +178,12 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                                 settings)
                 raise
             self._pushed_back(exc, args, kwargs)
+        finally:
+            # The body ended: its concurrency slots are free now, before Celery stores the
+            # result (a caller woken by the result sees them free); task_postrun, which comes
+            # after the result, releases whatever this did not.
+            if self.request.id:
+                leases.release(self.request.id)
 
     def _admit(self, asks: list[_Ask], cost: int, carried: _Carried,
                settings: config.Settings, inline: float) -> None:
