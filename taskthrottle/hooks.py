@@ -42,10 +42,12 @@ def _release_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     runs in the worker's main process, which knows the lease by the task's id."""
     if not isinstance(sender, ThrottledTask) or request is None:
         return
-    _release_for(sender, request)
+    release_slots(sender, request)
 
 
-def _release_for(sender: Any, request: Any) -> None:
+def release_slots(sender: Any, request: Any) -> None:
+    """Give back the concurrency slots of ``request`` (a task of ``sender``) by its id, from
+    whichever process knows it ended; a slot it no longer holds is left alone."""
     leases.release(request.id)  # solo and threads pools hold it here
     try:
         settings = config.load(sender.app)
@@ -72,7 +74,7 @@ def _release_at_worker_shutdown(sender: Any = None, **_: Any) -> None:
     for request in list(state.active_requests):
         task = getattr(request, "task", None)
         if isinstance(task, ThrottledTask):
-            _release_for(task, request)
+            release_slots(task, request)
 
 
 def _check_settings_at_start(sender: Any = None, **_: Any) -> None:

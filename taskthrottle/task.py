@@ -103,6 +103,9 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
     #: Tokens one run takes from each throttle: a number, or a callable given the task's
     #: arguments (e.g. ``lambda items: len(items)`` for a batch call).
     throttle_cost: ClassVar[int | Callable[..., int]] = 1
+    #: The worker's request class: it gives back the slots of a task whose pool process died
+    #: under it (see :mod:`taskthrottle.request`); a custom one should subclass it.
+    Request = "taskthrottle.request:ThrottledRequest"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -67,6 +67,7 @@ def mark(bucket: str, task: Any, **extra: Any) -> dict[str, Any]:
         "retries": task.request.retries,
         "deferrals": (task.request.headers or {}).get(HEADER_DEFERRALS, 0),
         "hostname": task.request.hostname,
+        "pid": os.getpid(),
         "local": time.time(),  # this process's own clock (skewed on purpose in test_skew)
         **extra,
     }

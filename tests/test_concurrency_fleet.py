@@ -3,6 +3,7 @@ themselves in the record Redis; leases renewed while tasks run and lapsing when 
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from billiard.exceptions import WorkerLostError
 from fleetlib import module_fleet, records, wait_for
 
 from taskthrottle import Outcome
@@ -94,3 +96,19 @@ def test_a_revoked_running_task_gives_its_lease_back(app: Any, rec: redis.Redis,
     started = time.monotonic()
     wait_for(lambda: 0 == r.zcard(app.reports.redis_key() + ":c"), 5, "the lease released")
     assert time.monotonic() - started < app.reports.lease  # released, not lapsed
+
+
+def test_a_pool_process_killed_under_its_task_gives_the_slot_back_at_once(
+        app: Any, rec: redis.Redis, r: redis.Redis) -> None:
+    """An OOM-killed (here SIGKILLed) pool process cannot release its slot; the worker's main
+    process, which sees it die, does, before it records the loss."""
+    result = app.report_ends.delay("sleep")
+    wait_for(lambda: rec.llen("starts:ends") >= 1, 30, "the task running")
+    assert 1 == r.zcard(app.reports.redis_key() + ":c")
+    os.kill(records(rec, "starts:ends")[-1]["pid"], signal.SIGKILL)
+    started = time.monotonic()
+    wait_for(lambda: 0 == r.zcard(app.reports.redis_key() + ":c"), 5, "the slot given back")
+    assert time.monotonic() - started < 1.0  # not when its 3 s lease lapses
+    with pytest.raises(WorkerLostError):
+        result.get(timeout=10)
+
