@@ -190,6 +190,14 @@ def report_ends(self: Any, how: str) -> str:
     return how
 
 
+@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_overtime",
+          time_limit=1)
+def report_overtime(self: Any) -> None:
+    """Runs past its hard time limit: the pool process is killed under it."""
+    mark("overtime", self)
+    time.sleep(60)
+
+
 @app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_late",
           acks_late=True, reject_on_worker_lost=True)
 def report_late(self: Any, seconds: float) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from billiard.exceptions import WorkerLostError
+from celery.exceptions import TimeLimitExceeded
 from fleetlib import module_fleet, records, wait_for
 
 from taskthrottle import Outcome
@@ -112,3 +113,14 @@ def test_a_pool_process_killed_under_its_task_gives_the_slot_back_at_once(
     with pytest.raises(WorkerLostError):
         result.get(timeout=10)
 
+
+
+def test_a_task_killed_at_its_hard_time_limit_gives_the_slot_back_at_once(
+        app: Any, rec: redis.Redis, r: redis.Redis) -> None:
+    result = app.report_overtime.delay()
+    wait_for(lambda: rec.llen("starts:overtime") >= 1, 30, "the task running")
+    started = time.monotonic()
+    wait_for(lambda: 0 == r.zcard(app.reports.redis_key() + ":c"), 5, "the slot given back")
+    assert time.monotonic() - started < 2.0  # its 1 s limit, not its 3 s lease after that
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=10)
