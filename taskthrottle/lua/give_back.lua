@@ -7,14 +7,14 @@
 -- token then lapses, which errs on the safe side.
 --
 -- KEYS[1]  the bucket (as acquire.lua)   KEYS[2]  the throttle's control hash
--- ARGV[1]  spec   ARGV[2] cost   ARGV[3] outcome (1 granted, 2 reserved)   ARGV[4] slot
+-- ARGV[1]  spec   ARGV[2] cost   ARGV[3] outcome (1 granted, 2 reserved)
+-- ARGV[4]  slot (unused: the ticket names the decision; kept so callers' arguments stay put)
 -- ARGV[5]  ticket from the decision      ARGV[6] lease id or ""
 -- Returns 1 if the buckets were rolled back, else 0.
 
 local bkey, ckey = KEYS[1], KEYS[2]
 local cost = tonumber(ARGV[2])
 local granted = ARGV[3] == '1'
-local slot = tonumber(ARGV[4])
 local ticket = tonumber(ARGV[5])
 local spec = redis.call('HGET', ckey, 'spec') or ARGV[1]
 
