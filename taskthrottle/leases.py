@@ -42,6 +42,11 @@ class Held:
 
 _lock = threading.Lock()
 _held: dict[str, list[Held]] = {}
+# A renewal in flight (by id of the Held) and the releases that came during it: the renewal
+# could otherwise re-take (as "lapsed") a lease released while its call was on the wire, so
+# the renewer gives such a lease back itself once its call returns.
+_renewing: set[int] = set()
+_released_meanwhile: set[int] = set()
 _wake = threading.Event()
 _renewer: tuple[int, threading.Thread] | None = None
 
@@ -64,16 +69,24 @@ def hold(task_id: str, leases: list[Held]) -> None:
 def release(task_id: str) -> int:
     """Give back the leases of a task that ended; returns how many were still held."""
     with _lock:
-        leases = _held.pop(task_id, [])
+        leases = _not_being_renewed(_held.pop(task_id, []))
     return sum(_quietly(held.release, held) for held in leases)
 
 
 def release_all() -> int:
     """Give back every lease of this process (it is shutting down)."""
     with _lock:
-        leases = [held for group in _held.values() for held in group]
+        leases = _not_being_renewed([held for group in _held.values() for held in group])
         _held.clear()
     return sum(_quietly(held.release, held) for held in leases)
+
+
+def _not_being_renewed(leases: list[Held]) -> list[Held]:
+    """(Under ``_lock``.) Those a renewal is not sending right now; the others are left to
+    the renewer to give back after its call."""
+    late = {id(held) for held in leases} & _renewing
+    _released_meanwhile.update(late)
+    return [held for held in leases if id(held) not in late]
 
 
 def forget() -> None:
@@ -81,6 +94,8 @@ def forget() -> None:
     global _renewer
     with _lock:
         _held.clear()
+        _renewing.clear()
+        _released_meanwhile.clear()
         _renewer = None
 
 
@@ -120,6 +135,8 @@ def _renew_forever() -> None:
         for task_id, h in leases:
             with _lock:
                 still = h in _held.get(task_id, ())
+                if still:
+                    _renewing.add(id(h))
             if not still:
                 continue
             try:
@@ -128,6 +145,15 @@ def _renew_forever() -> None:
                 logger.warning("taskthrottle: lease of task %s on %r not renewed (%s); it "
                                "lapses in at most %.0f s", task_id, h.throttle.name, exc,
                                h.throttle.lease)
+                continue
+            finally:
+                with _lock:
+                    _renewing.discard(id(h))
+                    released = id(h) in _released_meanwhile
+                    _released_meanwhile.discard(id(h))
+                if released:  # the task ended while this renewal was on the wire
+                    _quietly(h.release, h)
+            if released:
                 continue
             if held == 2:
                 logger.warning("taskthrottle: task %s had lost its lease on %r (not renewed "

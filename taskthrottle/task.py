@@ -170,8 +170,12 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         self._admit(asks, cost, carried, settings, self._max_inline_wait(settings))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.request.called_directly:
+        request = self.request
+        if request.called_directly or getattr(request, "taskthrottle_body", False):
+            # A plain function call (also one the running task makes of itself): Celery's own
+            # __call__, with a request of its own; the running task keeps its slots.
             return super().__call__(*args, **kwargs)
+        request.taskthrottle_body = True
         try:
             return self.run(*args, **kwargs)
         except RateLimited as exc:
@@ -185,8 +189,9 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             # The body ended: its concurrency slots are free now, before Celery stores the
             # result (a caller woken by the result sees them free); task_postrun, which comes
             # after the result, releases whatever this did not.
-            if self.request.id:
-                leases.release(self.request.id)
+            request.taskthrottle_body = False
+            if request.id:
+                leases.release(request.id)
 
     def _admit(self, asks: list[_Ask], cost: int, carried: _Carried,
                settings: config.Settings, inline: float) -> None:
@@ -504,7 +509,11 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         return min([settings.max_inline_wait, *(float(limit) / 10 for limit in limits)])
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
-        """Celery's ``retry``; a reservation of an earlier delivery does not travel with it."""
+        """Celery's ``retry``; a reservation of an earlier delivery does not travel with it,
+        and this run's concurrency slots go back before the retry is sent (the retry, which
+        has the same id, is admitted afresh; it must not find them still held by this run)."""
+        if self.request.id and not self.request.called_directly:
+            leases.release(self.request.id)
         headers = self.request.headers
         if headers and HEADER_SLOT in headers:
             self.request.headers = {k: v for k, v in headers.items() if k not in (
@@ -548,23 +557,26 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         There is no broker to defer to, so the caller blocks (:meth:`Throttle.wait`) until each
         shared throttle admits it; a Redis error propagates as ``BackendError``.
         """
-        held = []
-        for ask in asks:
-            try:
-                ask.throttle.wait(cost, key=ask.key, redis=config.client(self.app),
-                                  prefix=settings.prefix, max_delay=settings.max_delay,
-                                  max_inline_wait=settings.max_inline_wait,
-                                  lease=self.request.id)
-                if ask.throttle.concurrency is not None:  # held until task_postrun
-                    held.append(leases.Held(ask.throttle, ask.key, self.request.id,
-                                            config.client(self.app), settings.prefix))
-            except BackendError as exc:
-                if (ask.throttle.on_error or settings.on_backend_error) != "allow":
-                    raise  # "defer" has no broker to defer to here
-                unthrottled[ask.throttle.name] += 1
-                task_unthrottled.send(sender=self, task_id=self.request.id,
-                                      throttle=ask.throttle.name, error=exc)
-        leases.hold(self.request.id, held)
+        try:
+            for ask in asks:
+                try:
+                    ask.throttle.wait(cost, key=ask.key, redis=config.client(self.app),
+                                      prefix=settings.prefix, max_delay=settings.max_delay,
+                                      max_inline_wait=settings.max_inline_wait,
+                                      lease=self.request.id)
+                    if ask.throttle.concurrency is not None:  # held until the body ends
+                        leases.hold(self.request.id, [leases.Held(
+                            ask.throttle, ask.key, self.request.id, config.client(self.app),
+                            settings.prefix)])
+                except BackendError as exc:
+                    if (ask.throttle.on_error or settings.on_backend_error) != "allow":
+                        raise  # "defer" has no broker to defer to here
+                    unthrottled[ask.throttle.name] += 1
+                    task_unthrottled.send(sender=self, task_id=self.request.id,
+                                          throttle=ask.throttle.name, error=exc)
+        except BaseException:  # a later throttle failed: the slots taken so far go back
+            leases.release(self.request.id)
+            raise
 
 
 #: Per task name, the throttle that refused it last (asked first next time).

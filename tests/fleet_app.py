@@ -190,6 +190,24 @@ def report_ends(self: Any, how: str) -> str:
     return how
 
 
+@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_retry",
+          max_retries=1)
+def report_retry(self: Any) -> bool:
+    """Asks for a retry at once and cleans up for a while after; the retry, running meanwhile
+    under the same id, says whether it still holds its slot once the first run has ended."""
+    if self.request.retries == 0:
+        try:
+            raise self.retry(countdown=0)
+        finally:
+            time.sleep(0.5)  # cleanup after the retry was sent
+            record().set("retry:first-ended", 1)
+    while not record().get("retry:first-ended"):
+        time.sleep(0.01)
+    time.sleep(0.05)  # the first run's process has given back what it held by now
+    store = redis.Redis.from_url(os.environ["FLEET_STORE"])
+    return store.zscore(reports.redis_key() + ":c", self.request.id) is not None
+
+
 @app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_overtime",
           time_limit=1)
 def report_overtime(self: Any) -> None:

@@ -107,9 +107,9 @@ def test_a_pool_process_killed_under_its_task_gives_the_slot_back_at_once(
     wait_for(lambda: rec.llen("starts:ends") >= 1, 30, "the task running")
     assert 1 == r.zcard(app.reports.redis_key() + ":c")
     os.kill(records(rec, "starts:ends")[-1]["pid"], signal.SIGKILL)
-    started = time.monotonic()
-    wait_for(lambda: 0 == r.zcard(app.reports.redis_key() + ":c"), 5, "the slot given back")
-    assert time.monotonic() - started < 1.0  # not when its 3 s lease lapses
+    # No decision runs meanwhile, so a lapsed lease would stay in the set: only a release
+    # empties it. (The main process notices the death within ms, or seconds when busy.)
+    wait_for(lambda: 0 == r.zcard(app.reports.redis_key() + ":c"), 10, "the slot given back")
     with pytest.raises(WorkerLostError):
         result.get(timeout=10)
 
@@ -119,8 +119,16 @@ def test_a_task_killed_at_its_hard_time_limit_gives_the_slot_back_at_once(
         app: Any, rec: redis.Redis, r: redis.Redis) -> None:
     result = app.report_overtime.delay()
     wait_for(lambda: rec.llen("starts:overtime") >= 1, 30, "the task running")
-    started = time.monotonic()
-    wait_for(lambda: 0 == r.zcard(app.reports.redis_key() + ":c"), 5, "the slot given back")
-    assert time.monotonic() - started < 2.0  # its 1 s limit, not its 3 s lease after that
+    # Only a release empties the set (no decision runs to trim a lapsed lease).
+    wait_for(lambda: 0 == r.zcard(app.reports.redis_key() + ":c"), 10, "the slot given back")
     with pytest.raises(TimeLimitExceeded):
         result.get(timeout=10)
+
+
+def test_a_retry_keeps_its_slot_while_the_run_that_sent_it_cleans_up(
+        app: Any, rec: redis.Redis, r: redis.Redis) -> None:
+    """``self.retry(countdown=0)``: the retry (same task id) may start before the first run has
+    ended; the first run gives its slot back when it sends the retry, so its end cannot free
+    the slot the retry took."""
+    assert app.report_retry.delay().get(timeout=30) is True
+    assert 0 == r.zcard(app.reports.redis_key() + ":c")

@@ -335,3 +335,36 @@ def test_peek_takes_nothing_and_says_the_wait(r: redis.Redis) -> None:
     peek = t.acquire(redis=r, lease="b", peek=True, reserve=True, max_inline_wait=1)
     assert (Outcome.DENIED, True) == (peek.outcome, 3599 < peek.wait <= 3600)
     assert before == sorted((k, r.dump(k)) for k in r.scan_iter("*"))
+
+
+def test_a_task_calling_itself_directly_keeps_its_slot(r: redis.Redis,
+                                                       taskthrottle_url: str) -> None:
+    app = make_app(task_always_eager=True, taskthrottle_redis_url=taskthrottle_url)
+    cap = Throttle("self-call", concurrency=1, lease=30)
+
+    @app.task(base=ThrottledTask, throttle=cap, bind=True, lazy=False, shared=False)
+    def walk(self: Any, depth: int) -> list[int]:
+        inner = walk(depth - 1) if depth else []  # a plain call: no admission, no release
+        return [*inner, int(r.zcard(cap.redis_key() + ":c"))]
+
+    assert [1, 1, 1] == walk.delay(2).get()  # the slot is held all through the outer run
+    assert 0 == r.zcard(cap.redis_key() + ":c")  # and given back at its end
+
+
+def test_an_eager_admission_that_fails_gives_back_the_slots_it_took(
+        r: redis.Redis, taskthrottle_url: str) -> None:
+    app = make_app(task_always_eager=True, taskthrottle_redis_url=taskthrottle_url)
+    cap = Throttle("eager-cap", concurrency=1, lease=30)
+    vendor = Throttle("eager-vendor", "10/s", burst=5)
+
+    @app.task(base=ThrottledTask, throttle=[cap, vendor], throttle_cost=3, lazy=False,
+              shared=False)
+    def push() -> int:
+        return 1
+
+    r.hset(vendor.control_key(), "spec", "b1000000:1")  # an override: cost 3 can never pass
+    with pytest.raises(ConfigurationError, match="exceeds"):
+        push.delay().get()
+    assert 0 == r.zcard(cap.redis_key() + ":c")  # the cap's slot, taken first, went back
+    r.hdel(vendor.control_key(), "spec")
+    assert 1 == push.delay().get()  # so the next call is not blocked by it
