@@ -25,7 +25,7 @@ from . import config, leases
 from .exceptions import BackendError, ConfigurationError, RateLimited
 from .rate import Rate
 from .signals import task_admitted, task_throttled, task_unthrottled, unthrottled
-from .throttle import Decision, Outcome, Throttle
+from .throttle import Decision, Outcome, Throttle, encode_key
 
 logger = logging.getLogger("taskthrottle")
 
@@ -41,6 +41,9 @@ _OUR_HEADERS = (HEADER_SLOT, HEADER_DEFERRALS, HEADER_FAILURES, HEADER_HELD, HEA
 
 #: Countdown (before jitter) of a task that a worker with invalid settings hands back.
 _MISCONFIGURED_DELAY = 60.0
+#: How long a deferral's hand-off record lives: the worker's main process reads it when the
+#: pool process that deferred the task dies (within seconds).
+HANDOFF_TTL_MS = 30_000
 #: Claims in one delivery before a repeatedly stalling process hands the task back.
 _MAX_RECLAIMS = 3
 #: A round trip to the store longer than this counts as a stall (a process frozen mid-call).
@@ -168,6 +171,8 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             self._admit_eagerly(asks, cost, settings)
             return
         self._admit(asks, cost, carried, settings, self._max_inline_wait(settings))
+        if carried.deferrals:  # admitted: what an earlier delivery handed off has arrived
+            _forget_handoff(self.app, task_id)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
@@ -542,6 +547,8 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         # signature_from_request keeps id, args, kwargs, routing, priority, expiry, time
         # limits, links, chain, chord and group; ``retries`` is passed through unchanged.
         self.signature_from_request(request, countdown=countdown, headers=headers).apply_async()
+        if reason not in ("backend", "misconfigured"):  # the store answers: say it is handed off
+            _record_handoff(self.app, request.id, deferrals)
         name = throttle.name if throttle is not None else None
         logger.info("%s[%s] %s (%s): deferred %.3f s (deferral %d)", self.name, request.id,
                     f"throttled by {name!r}" if name else "not admitted", reason, countdown,
@@ -577,6 +584,49 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
         except BaseException:  # a later throttle failed: the slots taken so far go back
             leases.release(self.request.id)
             raise
+
+
+def handoff_key(prefix: str, task_id: str) -> str:
+    """Where a deferral records that the task lives on in a newer message (its own hash tag:
+    hand-offs spread over a cluster)."""
+    return f"{prefix}{{task{encode_key(task_id)}}}:handoff"
+
+
+def _record_handoff(app: Any, task_id: str, deferrals: int) -> None:
+    """The copy of ``task_id`` carrying ``deferrals`` is published. Should this process die
+    before its delivery is acknowledged, the worker's main process reads this and ends the
+    delivery as handed off, instead of requeueing it (a second run) or failing it (errbacks
+    for a task that still runs). Best effort: without it, Celery's own rules apply."""
+    try:
+        settings = config.load(app)
+        config.client(app).set(handoff_key(settings.prefix, task_id), deferrals,
+                               px=HANDOFF_TTL_MS)
+    except Exception as exc:  # never turns a deferral into a failure
+        logger.debug("taskthrottle: hand-off of %s not recorded: %s", task_id, exc)
+
+
+def _forget_handoff(app: Any, task_id: str) -> None:
+    """A delivery of ``task_id`` was admitted: no earlier one is in the middle of a hand-off
+    (so a later retry or redelivery of the id is never mistaken for one)."""
+    try:
+        config.client(app).delete(handoff_key(config.load(app).prefix, task_id))
+    except Exception as exc:  # it expires on its own
+        logger.debug("taskthrottle: hand-off of %s not cleared: %s", task_id, exc)
+
+
+def handed_off(app: Any, request: Any) -> bool:
+    """Whether the delivery ``request`` (a task context) published its deferred copy: the
+    record says so (the copy carries one deferral more than this delivery) and no delivery
+    of the task has been admitted since."""
+    try:
+        settings = config.load(app)
+        recorded = config.client(app).get(handoff_key(settings.prefix, request.id))
+        return recorded is not None and \
+            int(recorded) == _Carried.from_request(request).deferrals + 1
+    except Exception as exc:  # unknown: Celery's own rules apply
+        logger.warning("taskthrottle: could not tell whether %s was handed off: %s",
+                       request.id, exc)
+        return False
 
 
 #: Per task name, the throttle that refused it last (asked first next time).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -91,22 +92,22 @@ upstream = Throttle("fleet-upstream", "10/s")
 tunable = Throttle("fleet-tunable", "20/s")
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=main, name="fleet.main")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=main, name="fleet.main")
 def main_task(self: Any, i: int) -> dict[str, Any]:
     return mark("main", self, i=i)
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=shared, name="fleet.shared_a")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=shared, name="fleet.shared_a")
 def shared_a(self: Any, i: int) -> dict[str, Any]:
     return mark("shared", self, i=i, kind="a")
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=shared, name="fleet.shared_b")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=shared, name="fleet.shared_b")
 def shared_b(self: Any, i: int) -> dict[str, Any]:
     return mark("shared", self, i=i, kind="b")
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=slow, name="fleet.echo")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=slow, name="fleet.echo")
 def echo(self: Any, x: Any, *, tag: str = "") -> dict[str, Any]:
     headers = {k: v for k, v in (self.request.headers or {}).items()
                if not k.startswith("taskthrottle")}
@@ -119,29 +120,30 @@ def echo(self: Any, x: Any, *, tag: str = "") -> dict[str, Any]:
             "routing_key": delivery.get("routing_key"), "priority": delivery.get("priority")}
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=slow, name="fleet.add")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=slow, name="fleet.add")
 def add(self: Any, x: int, y: int) -> int:
     mark("add", self, x=x, y=y)
     return x + y
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=slow, name="fleet.fail")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=slow, name="fleet.fail")
 def fail(self: Any) -> None:
     mark("fail", self)
     raise ValueError("boom")
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=fast, name="fleet.fast")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=fast, name="fleet.fast")
 def fast_task(self: Any, i: int) -> dict[str, Any]:
     return mark("fast", self, i=i)
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=stall, name="fleet.stall")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=stall, name="fleet.stall")
 def stall_task(self: Any, i: int) -> dict[str, Any]:
     return mark("stall", self, i=i)
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=slow, name="fleet.flaky", max_retries=3)
+@app.task(
+    shared=False, bind=True, base=ThrottledTask, throttle=slow, name="fleet.flaky", max_retries=3)
 def flaky(self: Any) -> dict[str, Any]:
     seen = mark("flaky", self, slot=(self.request.headers or {}).get("taskthrottle_slot"))
     if self.request.retries == 0:
@@ -149,22 +151,23 @@ def flaky(self: Any) -> dict[str, Any]:
     return seen
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=multi, name="fleet.multi")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=multi, name="fleet.multi")
 def multi_task(self: Any, i: int) -> dict[str, Any]:
     return mark("multi", self, i=i)
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=window, name="fleet.window")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=window, name="fleet.window")
 def window_task(self: Any, i: int) -> dict[str, Any]:
     return mark("window", self, i=i)
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=[vendor, tenant], name="fleet.tenant")
+@app.task(
+    shared=False, bind=True, base=ThrottledTask, throttle=[vendor, tenant], name="fleet.tenant")
 def tenant_task(self: Any, i: int, *, tenant: str) -> dict[str, Any]:
     return mark("tenant", self, i=i, tenant=tenant)
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=reports, name="fleet.report")
 def report_task(self: Any, i: int, seconds: float) -> dict[str, Any]:
     """Counts the tasks running right now in the record Redis: the cap, as the tasks see it."""
     running = record().incr("running")
@@ -176,7 +179,7 @@ def report_task(self: Any, i: int, seconds: float) -> dict[str, Any]:
         record().decr("running")
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_ends",
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_ends",
           max_retries=1)
 def report_ends(self: Any, how: str) -> str:
     """Ends its run as told: ``fail``, ``retry`` once, or ``sleep`` (until revoked)."""
@@ -190,7 +193,26 @@ def report_ends(self: Any, how: str) -> str:
     return how
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_retry",
+handoff = Throttle("fleet-handoff", "1/s")
+
+
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=handoff, name="fleet.handoff_early")
+def handoff_early(self: Any, i: int) -> dict[str, Any]:
+    return mark("handoff_early", self, i=i)
+
+
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=handoff, name="fleet.handoff_late",
+          acks_late=True, reject_on_worker_lost=True)
+def handoff_late(self: Any, i: int) -> dict[str, Any]:
+    return mark("handoff_late", self, i=i)
+
+
+@app.task(shared=False, name="fleet.errback")
+def errback(*args: Any) -> None:
+    record().rpush("errbacks", repr([str(arg)[:200] for arg in args]))
+
+
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_retry",
           max_retries=1)
 def report_retry(self: Any) -> bool:
     """Asks for a retry at once and cleans up for a while after; the retry, running meanwhile
@@ -208,7 +230,8 @@ def report_retry(self: Any) -> bool:
     return store.zscore(reports.redis_key() + ":c", self.request.id) is not None
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_overtime",
+@app.task(
+    shared=False, bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_overtime",
           time_limit=1)
 def report_overtime(self: Any) -> None:
     """Runs past its hard time limit: the pool process is killed under it."""
@@ -216,7 +239,7 @@ def report_overtime(self: Any) -> None:
     time.sleep(60)
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_late",
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=reports, name="fleet.report_late",
           acks_late=True, reject_on_worker_lost=True)
 def report_late(self: Any, seconds: float) -> dict[str, Any]:
     """Acknowledged after it ran: a worker killed mid-run leaves it to be redelivered."""
@@ -230,7 +253,7 @@ def record_leases() -> int:
     return int(redis.Redis.from_url(os.environ["FLEET_STORE"]).zcard(reports.redis_key() + ":c"))
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=upstream, name="fleet.call_vendor")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=upstream, name="fleet.call_vendor")
 def call_vendor(self: Any, i: int) -> dict[str, Any]:
     """A vendor that answers 429 (Retry-After: 2) to the first call of the run."""
     seen = mark("vendor", self, i=i)
@@ -239,33 +262,34 @@ def call_vendor(self: Any, i: int) -> dict[str, Any]:
     return seen
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=tunable, name="fleet.tunable")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=tunable, name="fleet.tunable")
 def tunable_task(self: Any, i: int) -> dict[str, Any]:
     return mark("tunable", self, i=i)
 
 
-@app.task(name="fleet.collect")
+@app.task(shared=False, name="fleet.collect")
 def collect(results: list[Any]) -> list[Any]:
     record().rpush("calls:collect", repr(results))
     return results
 
 
-@app.task(name="fleet.on_success")
+@app.task(shared=False, name="fleet.on_success")
 def on_success(result: Any) -> None:
     record().rpush("calls:on_success", repr(result))
 
 
-@app.task(name="fleet.on_error")
+@app.task(shared=False, name="fleet.on_error")
 def on_error(request: Any, exc: Any, traceback: Any) -> None:
     record().rpush("calls:on_error", repr((request.id, type(exc).__name__)))
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=hops, name="fleet.hop")
+@app.task(shared=False, bind=True, base=ThrottledTask, throttle=hops, name="fleet.hop")
 def hop(self: Any) -> dict[str, Any]:
     return mark("hop", self)
 
 
-@app.task(bind=True, base=ThrottledTask, throttle=hops_too, name="fleet.hop_no_retries",
+@app.task(
+    shared=False, bind=True, base=ThrottledTask, throttle=hops_too, name="fleet.hop_no_retries",
           max_retries=0)
 def hop_no_retries(self: Any) -> dict[str, Any]:
     return mark("hop", self)
@@ -283,6 +307,10 @@ def _on_throttled(sender: Any = None, **info: Any) -> None:
         "task": sender.name, "reason": info["reason"], "countdown": info["countdown"],
         "wait": info["wait"], "max_delay": app.conf.taskthrottle_max_delay,
     }))
+    if sender.name.startswith("fleet.handoff_") and info["deferrals"] == 1:
+        # The deferred copy is published; the process dies before the delivery is done with.
+        record().rpush("killed-after-deferring", info["task_id"])
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 task_throttled.connect(_on_throttled, weak=False)

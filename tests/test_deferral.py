@@ -131,3 +131,23 @@ def test_many_deferrals_leave_retries_alone(app: Any, r: redis.Redis, rec: redis
         assert 0.9 * MAX_DELAY <= t["countdown"] <= MAX_DELAY < t["wait"]
     for t in hops:
         assert 0 < t["countdown"] <= MAX_DELAY
+
+
+@pytest.mark.parametrize("name", ["handoff_early", "handoff_late"])
+def test_a_process_dying_right_after_deferring_leaves_the_task_to_its_copy(
+        app: Any, rec: redis.Redis, name: str) -> None:
+    """The pool process is SIGKILLed after publishing a task's deferral, before its delivery
+    ended: the task runs once (``acks_late``: the original is not requeued beside the copy)
+    and never fails on the way (no errback for a task that still runs)."""
+    task = getattr(app, name)
+    results = [task.apply_async((i,), link_error=app.errback.s()) for i in range(2)]
+    wait_for(lambda: rec.llen(f"starts:{name}") >= 2, 30, "both tasks run")
+    time.sleep(2.0)  # a second run of the original, or an errback, would show by now
+    runs = records(rec, f"starts:{name}")
+    killed = [task_id.decode() for task_id in rec.lrange("killed-after-deferring", 0, -1)]
+    assert killed  # one was deferred and its process killed
+    # once each: no requeued original beside the copy (it would be deferred, and killed, again)
+    assert len(set(killed)) == len(killed)
+    assert sorted(run["i"] for run in runs) == [0, 1]
+    assert [] == records(rec, "errbacks")
+    assert {"SUCCESS"} == {result.state for result in results}
