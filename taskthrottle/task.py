@@ -171,8 +171,8 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             self._admit_eagerly(asks, cost, settings)
             return
         self._admit(asks, cost, carried, settings, self._max_inline_wait(settings))
-        if carried.deferrals:  # admitted: what an earlier delivery handed off has arrived
-            _forget_handoff(self.app, task_id)
+        if carried.deferrals and not getattr(self.request, "taskthrottle_unthrottled", False):
+            _forget_handoff(self.app, task_id)  # what an earlier delivery handed off arrived
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
@@ -410,6 +410,7 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 unthrottled[ask.throttle.name] += 1
                 task_unthrottled.send(sender=self, task_id=self.request.id,
                                       throttle=ask.throttle.name, error=exc)
+                self.request.taskthrottle_unthrottled = True  # the store is away: ask no more
                 return Decision(Outcome.GRANTED, 0.0, None, 0)
             for j, (granted, _) in grants.items():
                 self._give_back(asks[j], granted, cost, quiet=True)
