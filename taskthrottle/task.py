@@ -171,8 +171,6 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
             self._admit_eagerly(asks, cost, settings)
             return
         self._admit(asks, cost, carried, settings, self._max_inline_wait(settings))
-        if carried.deferrals and not getattr(self.request, "taskthrottle_unthrottled", False):
-            _forget_handoff(self.app, task_id)  # what an earlier delivery handed off arrived
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
@@ -410,7 +408,6 @@ class ThrottledTask(Task):  # type: ignore[misc]  # Celery ships no type informa
                 unthrottled[ask.throttle.name] += 1
                 task_unthrottled.send(sender=self, task_id=self.request.id,
                                       throttle=ask.throttle.name, error=exc)
-                self.request.taskthrottle_unthrottled = True  # the store is away: ask no more
                 return Decision(Outcome.GRANTED, 0.0, None, 0)
             for j, (granted, _) in grants.items():
                 self._give_back(asks[j], granted, cost, quiet=True)
@@ -606,19 +603,10 @@ def _record_handoff(app: Any, task_id: str, deferrals: int) -> None:
         logger.debug("taskthrottle: hand-off of %s not recorded: %s", task_id, exc)
 
 
-def _forget_handoff(app: Any, task_id: str) -> None:
-    """A delivery of ``task_id`` was admitted: no earlier one is in the middle of a hand-off
-    (so a later retry or redelivery of the id is never mistaken for one)."""
-    try:
-        config.client(app).delete(handoff_key(config.load(app).prefix, task_id))
-    except Exception as exc:  # it expires on its own
-        logger.debug("taskthrottle: hand-off of %s not cleared: %s", task_id, exc)
-
-
 def handed_off(app: Any, request: Any) -> bool:
     """Whether the delivery ``request`` (a task context) published its deferred copy: the
-    record says so (the copy carries one deferral more than this delivery) and no delivery
-    of the task has been admitted since."""
+    record names a copy with one deferral more than this delivery carries. (A later delivery
+    of the task carries at least the copy's count, retries included, so it never matches.)"""
     try:
         settings = config.load(app)
         recorded = config.client(app).get(handoff_key(settings.prefix, request.id))

@@ -114,6 +114,9 @@ def test_a_retry_does_not_carry_the_old_reservation(app: Any, r: redis.Redis,
     assert (0, 1) == (first["retries"], second["retries"])
     assert first["slot"] is not None  # the first delivery started on a reservation
     assert first["slot"] != second["slot"]  # the retry asked afresh
+    # but it carries the deferral count on (a hand-off record of an earlier delivery never
+    # matches a retry whose process dies)
+    assert second["deferrals"] >= first["deferrals"] >= 1
 
 
 def test_many_deferrals_leave_retries_alone(app: Any, r: redis.Redis, rec: redis.Redis) -> None:
