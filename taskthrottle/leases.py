@@ -42,11 +42,10 @@ class Held:
 
 _lock = threading.Lock()
 _held: dict[str, list[Held]] = {}
-# A renewal in flight (by id of the Held) and the releases that came during it: the renewal
-# could otherwise re-take (as "lapsed") a lease released while its call was on the wire, so
-# the renewer gives such a lease back itself once its call returns.
+# The renewal in flight (by id of the Held): a release waits for it to return, else the
+# renewal could re-take (as "lapsed") a lease released while its call was on the wire.
 _renewing: set[int] = set()
-_released_meanwhile: set[int] = set()
+_renewed = threading.Condition(_lock)
 _wake = threading.Event()
 _renewer: tuple[int, threading.Thread] | None = None
 
@@ -69,24 +68,25 @@ def hold(task_id: str, leases: list[Held]) -> None:
 def release(task_id: str) -> int:
     """Give back the leases of a task that ended; returns how many were still held."""
     with _lock:
-        leases = _not_being_renewed(_held.pop(task_id, []))
+        leases = _held.pop(task_id, [])
+        _wait_for_renewals(leases)
     return sum(_quietly(held.release, held) for held in leases)
 
 
 def release_all() -> int:
     """Give back every lease of this process (it is shutting down)."""
     with _lock:
-        leases = _not_being_renewed([held for group in _held.values() for held in group])
+        leases = [held for group in _held.values() for held in group]
         _held.clear()
+        _wait_for_renewals(leases)
     return sum(_quietly(held.release, held) for held in leases)
 
 
-def _not_being_renewed(leases: list[Held]) -> list[Held]:
-    """(Under ``_lock``.) Those a renewal is not sending right now; the others are left to
-    the renewer to give back after its call."""
-    late = {id(held) for held in leases} & _renewing
-    _released_meanwhile.update(late)
-    return [held for held in leases if id(held) not in late]
+def _wait_for_renewals(leases: list[Held]) -> None:
+    """(Under ``_lock``.) Until no renewal of ``leases`` is on the wire (one round trip, at
+    most the socket timeout); they are out of the registry, so none starts again."""
+    while any(id(held) in _renewing for held in leases):
+        _renewed.wait()
 
 
 def forget() -> None:
@@ -95,7 +95,6 @@ def forget() -> None:
     with _lock:
         _held.clear()
         _renewing.clear()
-        _released_meanwhile.clear()
         _renewer = None
 
 
@@ -149,12 +148,7 @@ def _renew_forever() -> None:
             finally:
                 with _lock:
                     _renewing.discard(id(h))
-                    released = id(h) in _released_meanwhile
-                    _released_meanwhile.discard(id(h))
-                if released:  # the task ended while this renewal was on the wire
-                    _quietly(h.release, h)
-            if released:
-                continue
+                    _renewed.notify_all()
             if held == 2:
                 logger.warning("taskthrottle: task %s had lost its lease on %r (not renewed "
                                "in time) and took it back", task_id, h.throttle.name)

@@ -500,3 +500,24 @@ def test_a_lease_released_while_its_renewal_is_on_the_wire_stays_released(
         rounds += 1
     assert rounds >= 20
     assert 0 == left  # before the fix: about one in eight rounds left some behind
+
+
+def test_a_release_during_a_renewal_is_done_when_it_returns(r: redis.Redis) -> None:
+    """release() waits for the renewal on the wire, then gives the lease back itself: the slot
+    is free when it returns (the task's result is stored right after)."""
+    from taskthrottle import leases
+
+    class SlowRenewal(Throttle):
+        def renew(self, *args: Any, **kwargs: Any) -> int:
+            time.sleep(0.3)  # a renewal still on the wire when the task ends
+            return super().renew(*args, **kwargs)
+
+    cap = SlowRenewal("renew-slow", concurrency=1, lease=0.3)  # renewed every 0.1 s
+    assert cap.acquire(redis=r, lease="ends").granted
+    leases.hold("ends", [leases.Held(cap, None, "ends", r, "taskthrottle:")])
+    deadline = time.monotonic() + 5
+    while not leases._renewing and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert leases._renewing  # the renewal is in flight
+    assert 1 == leases.release("ends")
+    assert 0 == r.zcard(cap.redis_key() + ":c")
